@@ -1,0 +1,328 @@
+"""The ``cimsim`` command line: parse options, build frozen configs, call the library.
+
+Heavy imports (torch, transformers, matplotlib) happen inside the commands, so ``cimsim --help`` is
+instant. Every user error ends as one line on stderr and exit code 2 (see :func:`main`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cimsim.errors import CimsimError
+
+app = typer.Typer(
+    help="Simulate LoRA-adapted language models on noisy compute-in-memory (RRAM) tiles.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _cache_dir(option: Path | None) -> Path:
+    from cimsim.paths import default_cache_dir
+
+    return option if option is not None else default_cache_dir()
+
+
+class _RichProgress:
+    """The library's progress protocol on a rich progress bar (stderr), with an ETA."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+        self.task: Any = None
+
+    def stage(self, description: str, total: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, visible=True)
+        self.task = self.progress.add_task(description, total=total)
+
+    def advance(self, steps: int = 1) -> None:
+        self.progress.advance(self.task, steps)
+
+    def log(self, message: str) -> None:
+        self.progress.console.print(message, highlight=False)
+
+
+@app.command()
+def sweep(
+    noise: Annotated[
+        str,
+        typer.Option(
+            help="Noise levels sigma: a..b (10 points), a..b:n, a..b/step or a,b,c. For the "
+            "default 'channel' model sigma is the programming-noise std as a fraction of the "
+            "output channel's max |w| (w' = w + sigma*max|W[row,:]|*z, once per chip)."
+        ),
+    ] = "0.01..0.1",
+    noise_model: Annotated[
+        str,
+        typer.Option(help="channel | tensor | multiplicative | pcm (see `cimsim noise-models`)."),
+    ] = "channel",
+    seeds: Annotated[int, typer.Option(help="Chip instances (programming events) per level.")] = 3,
+    model: Annotated[
+        str, typer.Option(help="Registered model, local HF directory or hub id.")
+    ] = "minilm",
+    task: Annotated[
+        str, typer.Option(help="Registered task or a .jsonl/.csv with text,label.")
+    ] = "bbc-news",
+    method: Annotated[
+        str, typer.Option(help="lora: train LoRA on the ideal base; none: base model only.")
+    ] = "lora",
+    adapter: Annotated[
+        Path | None, typer.Option(help="Evaluate this peft LoRA adapter instead of training.")
+    ] = None,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
+    lora_alpha: Annotated[float, typer.Option(help="LoRA alpha (scale = alpha / r).")] = 16.0,
+    lora_targets: Annotated[
+        str, typer.Option(help="Comma-separated module names; default: q and v projections.")
+    ] = "",
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 2,
+    train_size: Annotated[
+        int, typer.Option(help="Training examples (stratified subsample; 0: all).")
+    ] = 600,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
+    test_size: Annotated[
+        int, typer.Option(help="Test examples (stratified subsample; 0: all).")
+    ] = 300,
+    max_length: Annotated[int, typer.Option(help="Tokens per input text.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Texts per evaluation batch.")] = 64,
+    seed: Annotated[
+        int, typer.Option(help="Root seed of chip instances, subsamples and training.")
+    ] = 0,
+    device: Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:1, ...")] = "cpu",
+    budget: Annotated[
+        float, typer.Option(help="Accuracy budget in points for the tolerance figure.")
+    ] = 1.0,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Results folder (default: runs/<model>-<task>-...-<hash>); re-run to resume."
+        ),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Cache for adapters and fetched data.")
+    ] = None,
+) -> None:
+    """Sweep noise over chip instances: accuracy against sigma, a results folder and a figure."""
+    from cimsim.lora import LoraConfig
+    from cimsim.ranges import parse_range
+    from cimsim.sweep import EvalConfig, SweepConfig
+    from cimsim.train import TrainConfig
+
+    try:
+        config = SweepConfig(
+            model=model,
+            task=task,
+            method=method,
+            adapter=str(adapter) if adapter is not None else None,
+            noise_model=noise_model,
+            sigmas=tuple(parse_range(noise)),
+            instances=seeds,
+            seed=seed,
+            lora=LoraConfig(
+                r=lora_r,
+                lora_alpha=lora_alpha,
+                target_modules=tuple(t.strip() for t in lora_targets.split(",") if t.strip()),
+            ),
+            train=TrainConfig(epochs=epochs, train_size=train_size or None, lr=lr, seed=seed),
+            eval=EvalConfig(
+                test_size=test_size or None, max_length=max_length, batch_size=batch_size
+            ),
+            device=device,
+        )
+    except ValueError as err:
+        raise CimsimError(str(err)) from None
+    if not 0 <= budget < 100:
+        raise CimsimError(f"--budget is in accuracy points, between 0 and 100; got {budget}")
+    _check_device(device)
+    out_dir = out if out is not None else config.default_out_dir()
+    _run_with_progress(config, out_dir, _cache_dir(cache_dir), budget / 100)
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as err:
+        raise CimsimError(
+            f"device '{device}' is not usable here: {str(err).splitlines()[0]}"
+        ) from None
+
+
+def _run_with_progress(config: Any, out_dir: Path, cache_dir: Path, budget: float) -> None:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from cimsim.report import write_report
+    from cimsim.results import POINTS_FILE, read_points
+    from cimsim.sweep import run_sweep
+
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("elapsed"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    try:
+        with Progress(*columns, console=console) as bar:
+            run_sweep(config, out_dir, cache_dir=cache_dir, progress=_RichProgress(bar))
+    except KeyboardInterrupt:
+        saved = len(read_points(out_dir / POINTS_FILE)) if (out_dir / POINTS_FILE).exists() else 0
+        print(
+            f"cimsim: interrupted; {saved} finished points are saved in {out_dir}; "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    _print_report(write_report(out_dir, budget=budget), out_dir)
+
+
+def _print_report(report: Any, out_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"accuracy over chip instances (σ in {report.sigma_unit})")
+    for column in ("method", "noise model", "σ", "mean", "± std", "min", "max", "n"):
+        table.add_column(column, justify="right")
+    for row in report.summary.itertuples():
+        std = "–" if row.std != row.std else f"{row.std:.3f}"  # NaN with one instance
+        table.add_row(
+            row.method,
+            row.noise_model,
+            f"{row.sigma:.4g}",
+            f"{row.mean:.3f}",
+            std,
+            f"{row.min:.3f}",
+            f"{row.max:.3f}",
+            str(row.n),
+        )
+    console = Console()
+    console.print(table)
+    if report.digital is not None:
+        console.print(f"digital (noise-free) accuracy: {report.digital:.3f}")
+    if report.tolerance is not None:
+        console.print(f"tolerance: {report.tolerance.text(report.sigma_unit)}")
+    console.print(f"results: {out_dir}/results.csv, summary.csv, config.json")
+    for path in report.figures:
+        console.print(f"figure:  {path}")
+
+
+@app.command()
+def plot(
+    run_dir: Annotated[Path, typer.Argument(help="A results folder written by `cimsim sweep`.")],
+    budget: Annotated[
+        float, typer.Option(help="Accuracy budget in points for the tolerance mark.")
+    ] = 1.0,
+) -> None:
+    """Redraw a run's figure and summary from its files alone."""
+    from cimsim.report import write_report
+
+    _print_report(write_report(run_dir, budget=budget / 100), run_dir)
+
+
+@app.command()
+def models() -> None:
+    """List the registered models with their size and source."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from cimsim.models import list_models
+
+    table = Table(title="models (also: any local HF directory or hub id)")
+    for column in ("name", "kind", "params", "installed", "summary", "source"):
+        table.add_column(column)
+    for row in list_models():
+        table.add_row(
+            str(row["name"]),
+            str(row["kind"]),
+            f"{int(row['params']) / 1e6:.1f}M",  # type: ignore[call-overload]
+            "yes" if row["installed"] else "no (make setup)",
+            str(row["summary"]),
+            str(row["source"]),
+        )
+    Console().print(table)
+
+
+@app.command()
+def tasks(
+    cache_dir: Annotated[Path | None, typer.Option(help="Cache for fetched data.")] = None,
+) -> None:
+    """List the registered tasks with their sizes and sources."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from cimsim.tasks import list_tasks
+
+    table = Table(title="tasks (also: a local .jsonl/.csv with text,label)")
+    for column in ("name", "labels", "train", "test", "source"):
+        table.add_column(column)
+    for row in list_tasks(cache_dir=_cache_dir(cache_dir)):
+        sizes = [
+            str(row[k]) if row[k] is not None else "fetched on first use"
+            for k in ("n_train", "n_test")
+        ]
+        table.add_row(str(row["name"]), ", ".join(row["label_names"]), *sizes, str(row["source"]))
+    Console().print(table)
+
+
+@app.command("noise-models")
+def noise_models() -> None:
+    """List the noise models: what sigma means, its unit and the source."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from cimsim.noise_models import NOISE_MODELS
+
+    table = Table(title="noise models (--noise-model)")
+    for column in ("name", "sigma means", "unit", "source"):
+        table.add_column(column)
+    for cls in NOISE_MODELS.values():
+        table.add_row(cls.name, cls.summary, cls.sigma_unit, cls.source)
+    Console().print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: user errors become one stderr line and exit code 2."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        result = app(args=argv, prog_name="cimsim", standalone_mode=False)
+    except CimsimError as err:
+        print(f"cimsim: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except typer.Exit as err:
+        return err.exit_code
+    except typer.TyperException as err:  # click's usage errors, as vendored by typer
+        message = err.format_message() if hasattr(err, "format_message") else str(err)
+        if type(err).__name__ == "NoArgsIsHelpError":  # bare `cimsim`: the help is the answer
+            print(message)
+            return 0
+        print(f"cimsim: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except (typer.Abort, KeyboardInterrupt):
+        print("cimsim: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

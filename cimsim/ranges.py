@@ -1,0 +1,88 @@
+"""Parse the values of a swept axis: ``--noise 0.01..0.1`` and friends.
+
+Accepted forms (whitespace around tokens is ignored):
+
+=================  ===========================================================
+``a..b``           10 evenly spaced points from a to b, both included
+``a..b:n``         n evenly spaced points from a to b, both included (n >= 2)
+``a..b/step``      a, a+step, ... up to b (b included when it lies on the grid)
+``x,y,z``          exactly these values, in this order
+``x``              one value
+=================  ===========================================================
+
+Values must be finite, non-negative and a range must not run backwards; anything else raises
+:class:`~cimsim.errors.CimsimError` with a one-line message quoting the input.
+"""
+
+from __future__ import annotations
+
+import math
+
+from cimsim.errors import CimsimError
+
+DEFAULT_POINTS = 10
+# Grid points are rounded so that 0.1 + 2*0.1 prints as 0.3 in result files and figure ticks.
+_DECIMALS = 12
+
+
+def parse_range(text: str, *, what: str = "noise") -> list[float]:
+    """Return the list of values that ``text`` denotes (see the module docstring)."""
+    spec = text.strip()
+    if not spec:
+        raise CimsimError(f"empty {what} range; expected e.g. 0.01..0.1, 0.01..0.1:5 or 0,0.05,0.1")
+    if ".." in spec:
+        values = _parse_interval(spec, what)
+    else:
+        values = [_number(tok, spec, what) for tok in spec.split(",")]
+    if len(set(values)) != len(values):
+        raise CimsimError(f"{what} range '{text}' repeats a value")
+    return values
+
+
+def _parse_interval(spec: str, what: str) -> list[float]:
+    start_text, _, rest = spec.partition("..")
+    count: int | None = None
+    step: float | None = None
+    if ":" in rest:
+        stop_text, _, count_text = rest.partition(":")
+        try:
+            count = int(count_text)
+        except ValueError:
+            raise CimsimError(
+                f"{what} range '{spec}': the point count after ':' must be an integer"
+            ) from None
+        if count < 2:
+            raise CimsimError(f"{what} range '{spec}': a range needs at least 2 points")
+    elif "/" in rest:
+        stop_text, _, step_text = rest.partition("/")
+        step = _number(step_text, spec, what)
+        if step <= 0:
+            raise CimsimError(f"{what} range '{spec}': the step after '/' must be positive")
+    else:
+        stop_text = rest
+    start, stop = _number(start_text, spec, what), _number(stop_text, spec, what)
+    if stop < start:
+        raise CimsimError(f"{what} range '{spec}' runs backwards ({start} > {stop})")
+    if stop == start:
+        raise CimsimError(f"{what} range '{spec}' is empty; give one value as '{start}'")
+    if step is not None:
+        n_steps = math.floor((stop - start) / step + 1e-9)
+        return [round(start + i * step, _DECIMALS) for i in range(n_steps + 1)]
+    n = DEFAULT_POINTS if count is None else count
+    return [round(start + (stop - start) * i / (n - 1), _DECIMALS) for i in range(n)]
+
+
+def _number(token: str, spec: str, what: str) -> float:
+    token = token.strip()
+    try:
+        value = float(token)
+    except ValueError:
+        raise CimsimError(
+            f"{what} range '{spec}': '{token}' is not a number "
+            "(expected a..b, a..b:n, a..b/step or a comma list)"
+        ) from None
+    if not math.isfinite(value):
+        raise CimsimError(f"{what} range '{spec}': {token} is not a finite number")
+    if value < 0:
+        raise CimsimError(f"{what} range '{spec}': {what} must be non-negative, got {value}")
+    return value

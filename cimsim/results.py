@@ -1,0 +1,166 @@
+"""Result files of a run: declared schema, durable appends, atomic rewrites.
+
+A run folder holds
+
+* ``config.json``   — the full config, schema version, seeds, environment (git commit, versions);
+* ``points.jsonl``  — one JSON object per finished point, appended and fsynced as it completes;
+* ``results.csv``   — the same rows as a tidy table (``POINT_COLUMNS``), rewritten atomically;
+* ``summary.csv``   — mean / std / sem / min / max over chip instances per noise level;
+* ``sweep.png`` and ``sweep.pdf`` — the figure; ``adapter/`` — the adapter that was evaluated.
+
+An interrupted run leaves at worst a torn last line in ``points.jsonl``; it is dropped on resume.
+Any other damaged line stops the run with an error instead of being overwritten.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cimsim.errors import CimsimError
+
+SCHEMA_VERSION = "cimsim.sweep/1"
+CONFIG_FILE = "config.json"
+POINTS_FILE = "points.jsonl"
+RESULTS_CSV = "results.csv"
+SUMMARY_CSV = "summary.csv"
+
+# One row per evaluated point. ``noise_model`` is "digital" for the noise-free reference row.
+POINT_COLUMNS = (
+    "model",
+    "task",
+    "method",
+    "noise_model",
+    "sigma",
+    "sigma_unit",
+    "instance",
+    "chip_seed",
+    "accuracy",
+    "n_correct",
+    "n_examples",
+    "eval_seconds",
+)
+_PACKAGES = ("cimsim", "torch", "transformers", "peft", "aihwkit", "numpy", "scipy", "safetensors")
+
+
+def environment() -> dict[str, Any]:
+    """Where a number came from: interpreter, platform, package versions, git commit."""
+    versions: dict[str, str | None] = {}
+    for package in _PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": versions,
+        "git": _git_state(),
+        "argv": sys.argv,
+    }
+
+
+def _git_state() -> dict[str, Any] | None:
+    source = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(dirty)}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that readers see the old or the new file, never half."""
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; missing or damaged files are a user error."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CimsimError(f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CimsimError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise CimsimError(f"{path} does not hold a JSON object")
+    return data
+
+
+def read_points(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
+    """All rows of a points file. A torn last line (an interrupted write) is ignored, and cut
+    off the file when ``repair`` is set; a damaged line elsewhere is a user error."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    complete, tail = lines[:-1], lines[-1]
+    rows = []
+    for number, line in enumerate(complete, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise CimsimError(
+                f"{path}: line {number} is damaged; move the file away to start the run afresh"
+            ) from None
+        if not isinstance(row, dict):
+            raise CimsimError(f"{path}: line {number} is not a JSON object")
+        rows.append(row)
+    if tail.strip() and repair:
+        with path.open("r+b") as f:
+            f.truncate(len(raw) - len(tail))
+    return rows
+
+
+def append_point(path: Path, row: dict[str, Any]) -> None:
+    """Append one finished point and force it to disk before returning."""
+    line = json.dumps(row, sort_keys=True) + "\n"
+    with path.open("a") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def points_frame(rows: list[dict[str, Any]]):  # -> pandas.DataFrame
+    """The tidy table of ``rows`` with the declared column order."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    for column in POINT_COLUMNS:
+        if column not in frame:
+            frame[column] = None
+    # Chip seeds are 60-bit integers: a float column (NaN for the digital row) would round them.
+    for column in ("instance", "chip_seed", "n_correct", "n_examples"):
+        frame[column] = frame[column].astype("Int64")
+    return frame[list(POINT_COLUMNS)]

@@ -1,0 +1,79 @@
+"""The contract every noise model fulfils: program a target weight matrix once per chip instance.
+
+A noise model is a frozen dataclass whose only sweepable field is ``sigma``; its class attributes
+say what sigma means (``sigma_label``, ``sigma_unit``) so that every result column, plot axis and
+help text can name the model and the unit. Weights follow ``torch.nn.Linear``: shape
+``(d_out, d_in)``, one row per output channel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseModel(ABC):
+    """Base class: ``program(weight, generator)`` returns the weight as the chip reads it back."""
+
+    sigma: float = 0.0
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    sigma_label: ClassVar[str]
+    sigma_unit: ClassVar[str]
+    source: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma)):
+            raise ValueError(f"{self.name}: sigma must be a finite number, got {self.sigma!r}")
+        if self.sigma < 0:
+            raise ValueError(f"{self.name}: sigma must be non-negative, got {self.sigma}")
+
+    @property
+    def is_ideal(self) -> bool:
+        """True when programming returns the target weights exactly."""
+        return self.sigma == 0.0
+
+    @torch.no_grad()
+    def program(
+        self, weight: torch.Tensor, generator: torch.Generator, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Program ``weight`` (d_out, d_in) once; write into ``out`` when given (no allocation).
+
+        ``generator`` must live on ``weight.device``; it is the only source of randomness, so one
+        generator state is one chip instance.
+        """
+        if weight.dim() != 2:
+            raise ValueError(
+                f"{self.name}: expected a (d_out, d_in) weight, got {tuple(weight.shape)}"
+            )
+        if out is None:
+            out = torch.empty_like(weight)
+        if self.is_ideal:
+            return out.copy_(weight)
+        return self._program(weight, generator, out)
+
+    @abstractmethod
+    def _program(
+        self, weight: torch.Tensor, generator: torch.Generator, out: torch.Tensor
+    ) -> torch.Tensor:
+        """Write the programmed weight into ``out`` and return it (sigma > 0 here)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Everything a result file needs to say which physics produced a number."""
+        return {
+            "noise_model": self.name,
+            "sigma": self.sigma,
+            "sigma_unit": self.sigma_unit,
+            "params": dataclasses.asdict(self),
+        }
+
+    @classmethod
+    def axis_label(cls) -> str:
+        """Plot axis text: the symbol, what it is relative to, and the model name."""
+        return f"σ, {cls.sigma_label} [{cls.sigma_unit}] ({cls.name})"
