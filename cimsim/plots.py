@@ -30,7 +30,7 @@ def plot_sweep(
     with a ``budget`` the tolerance (largest sigma within ``budget`` of digital) is marked.
     """
     if ax is None:
-        figure = Figure(figsize=(6.4, 4.2), layout="constrained")
+        figure = Figure(figsize=(6.4, 4.8), layout="constrained")
         ax = figure.add_subplot()
     else:
         figure = ax.get_figure()  # type: ignore[assignment]
@@ -66,14 +66,13 @@ def plot_sweep(
             if budget is not None:
                 tol = tolerance(curve, digital, budget)
                 if tol.bound == "interpolated":
-                    ax.axvline(tol.sigma, color=colour, linestyle=":", linewidth=1)
-                    ax.annotate(
-                        f"σ ≈ {tol.sigma:.3g}\n(−{budget * 100:.0f} pt)",
-                        (tol.sigma, tol.threshold),
-                        xytext=(4, 4),
-                        textcoords="offset points",
-                        fontsize=8,
+                    ax.axvline(
+                        tol.sigma,
                         color=colour,
+                        linestyle=":",
+                        linewidth=1,
+                        label=f"{method}: tolerance σ ≈ {tol.sigma:.3g} "
+                        f"(digital − {budget * 100:g} pt)",
                     )
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle=":", linewidth=1, label=f"chance {chance:.2f}")
@@ -83,7 +82,8 @@ def plot_sweep(
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    # Below the axes, so it never hides a curve whatever its shape.
+    figure.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
     return figure

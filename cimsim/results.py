@@ -89,10 +89,19 @@ def _git_state() -> dict[str, Any] | None:
     return {"commit": commit, "dirty": bool(dirty)}
 
 
+def default_mode(directory: bool = False) -> int:
+    """The permissions a plain ``open``/``mkdir`` would give under the current umask (tempfile
+    creates private 0600/0700 files, which would surprise anyone sharing a results folder)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so that readers see the old or the new file, never half."""
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.chmod(tmp, default_mode())
         with os.fdopen(handle, "w") as f:
             f.write(text)
             f.flush()

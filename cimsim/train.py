@@ -26,6 +26,7 @@ from cimsim.errors import CimsimError
 from cimsim.lora import LoraConfig, add_lora, load_adapter, save_adapter
 from cimsim.models import LoadedModel
 from cimsim.progress import Progress, Silent
+from cimsim.results import default_mode
 from cimsim.scoring import EncoderScorer, Scorer
 from cimsim.tasks import Task
 
@@ -156,6 +157,7 @@ def trained_adapter(
     # Write into a temporary sibling and rename, so a crash never leaves a half adapter in cache.
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{key}-"))
+    staging.chmod(default_mode(directory=True))
     save_adapter(loaded.model, staging, lora, base_model_name_or_path=loaded.path)
     (staging / SIDECAR).write_text(json.dumps(record) + "\n")
     try:

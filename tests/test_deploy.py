@@ -1,0 +1,111 @@
+"""Deployment onto tiles: noise off is digital, chips are seeded, only base linears go analog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cimsim.deploy import (
+    AnalogLinear,
+    analog_layers,
+    attach_tiles,
+    count_analog_weights,
+    deploy,
+    deployed,
+    undeploy,
+)
+from cimsim.lora import LoraConfig, LoraLinear, add_lora
+from cimsim.models import load_model
+from cimsim.noise_models import get_noise_model
+
+
+@pytest.fixture
+def bert(tiny_bert_dir: Path):
+    return load_model(str(tiny_bert_dir))
+
+
+def _inputs(loaded) -> dict[str, torch.Tensor]:
+    return loaded.tokenizer(
+        ["the match ended in a draw", "shares fell sharply on monday"],
+        padding=True,
+        return_tensors="pt",
+    )
+
+
+def _hidden(loaded) -> torch.Tensor:
+    with torch.no_grad():
+        return loaded.model(**_inputs(loaded)).last_hidden_state
+
+
+def test_every_block_linear_goes_analog_and_pooler_stays_digital(bert) -> None:
+    tiles = attach_tiles(bert.model)
+    names = {n for n, m in bert.model.named_modules() if isinstance(m, AnalogLinear)}
+    # 2 layers x (q, k, v, attention out, intermediate, output) = 12 tiles.
+    assert len(tiles) == 12
+    assert not any("pooler" in n for n in names)
+    assert count_analog_weights(bert.model) == 2 * (4 * 32 * 32 + 2 * 32 * 64)
+    assert attach_tiles(bert.model) == tiles  # idempotent: no tile inside a tile
+
+
+@pytest.mark.parametrize("noise_model", ["channel", "tensor", "multiplicative", "pcm"])
+def test_noise_off_equals_digital(bert, noise_model: str) -> None:
+    digital = _hidden(bert)
+    with deployed(bert.model, get_noise_model(noise_model, 0.0), seed=5):
+        assert torch.allclose(_hidden(bert), digital, atol=1e-6)
+
+
+def test_noise_on_changes_outputs_and_undeploy_restores(bert) -> None:
+    digital = _hidden(bert)
+    deploy(bert.model, get_noise_model("channel", 0.1), seed=1)
+    noisy = _hidden(bert)
+    assert (noisy - digital).abs().max() > 1e-3
+    undeploy(bert.model)
+    assert torch.equal(_hidden(bert), digital)
+    assert all(tile.programmed_weight is None for tile in analog_layers(bert.model))
+
+
+def test_same_seed_same_chip_and_reprogramming_reuses_buffers(bert) -> None:
+    noise = get_noise_model("channel", 0.05)
+    deploy(bert.model, noise, seed=7)
+    first = _hidden(bert)
+    buffers = [tile.programmed_weight.data_ptr() for tile in analog_layers(bert.model)]
+    deploy(bert.model, noise, seed=8)
+    other = _hidden(bert)
+    deploy(bert.model, noise, seed=7)
+    assert torch.equal(_hidden(bert), first)
+    assert not torch.equal(other, first)
+    assert [tile.programmed_weight.data_ptr() for tile in analog_layers(bert.model)] == buffers
+
+
+def test_digital_weights_are_never_modified(bert) -> None:
+    before = {k: v.clone() for k, v in bert.model.state_dict().items()}
+    with deployed(bert.model, get_noise_model("channel", 0.2), seed=0):
+        pass
+    after = bert.model.state_dict()
+    renamed = {k.replace(".base_layer", ""): v for k, v in after.items()}
+    assert set(renamed) == set(before)
+    assert all(torch.equal(before[k], renamed[k]) for k in before)
+
+
+def test_lora_branches_stay_digital_and_base_goes_analog(bert) -> None:
+    add_lora(bert.model, LoraConfig(r=4, target_modules=("query", "value")))
+    attach_tiles(bert.model)
+    for name, module in bert.model.named_modules():
+        if isinstance(module, LoraLinear):
+            assert isinstance(module.base_layer, AnalogLinear), name
+            assert not isinstance(module.lora_A["default"], AnalogLinear)
+    # Only base weights are tiles: 12 tiles, as without LoRA.
+    assert len(analog_layers(bert.model)) == 12
+
+
+def test_empirical_channel_noise_on_a_deployed_layer(bert) -> None:
+    tile = attach_tiles(bert.model)[4]  # an intermediate (64 x 32) layer
+    deploy(bert.model, get_noise_model("channel", 0.1), seed=0)
+    errors = []
+    for seed in range(200):
+        deploy(bert.model, get_noise_model("channel", 0.1), seed=seed)
+        target = tile.base_layer.weight
+        errors.append((tile.programmed_weight - target) / target.abs().amax(dim=1, keepdim=True))
+    assert torch.stack(errors).std().item() == pytest.approx(0.1, rel=0.03)

@@ -1,0 +1,126 @@
+"""Noise models: empirical statistics against each documented formula, seeds, validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from cimsim.errors import CimsimError
+from cimsim.noise_models import NOISE_MODELS, get_noise_model
+
+
+def _weight(d_out: int = 256, d_in: int = 4096, seed: int = 0) -> torch.Tensor:
+    # Rows with very different scales, so a per-tensor convention cannot pass a per-row test.
+    g = torch.Generator().manual_seed(seed)
+    scales = torch.logspace(-3, 0, d_out).unsqueeze(1)  # (d_out, 1)
+    return torch.randn(d_out, d_in, generator=g) * scales
+
+
+def _program(name: str, sigma: float, weight: torch.Tensor, seed: int = 1) -> torch.Tensor:
+    return get_noise_model(name, sigma).program(weight, torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("sigma", [0.01, 0.05, 0.2])
+def test_channel_noise_std_is_sigma_times_row_absmax(sigma: float) -> None:
+    weight = _weight()
+    error = _program("channel", sigma, weight) - weight
+    normalised = error / weight.abs().amax(dim=1, keepdim=True)  # (d_out, d_in), std sigma
+    # Pooled over 1M draws the sample std is within 0.07% (1 s.d.) of sigma: 3% is generous.
+    assert normalised.std().item() == pytest.approx(sigma, rel=0.03)
+    # Per row, 4096 draws give a sample std within 1.1% (1 s.d.); 6% is over 5 s.d. for each of
+    # the 256 rows, whose scales span three decades.
+    per_row = normalised.std(dim=1)  # (d_out,)
+    assert torch.allclose(per_row, torch.full_like(per_row, sigma), rtol=0.06)
+    assert error.mean(dim=1).abs().max() < 4 * sigma * weight.abs().amax() / 64
+
+
+@pytest.mark.parametrize("sigma", [0.01, 0.1])
+def test_tensor_noise_std_is_sigma_times_tensor_absmax(sigma: float) -> None:
+    weight = _weight()
+    error = _program("tensor", sigma, weight) - weight
+    assert error.std().item() == pytest.approx(sigma * weight.abs().max().item(), rel=0.01)
+    # Same absolute std on every row, whatever the row's own scale.
+    per_row = error.std(dim=1)
+    assert per_row.max() / per_row.min() < 1.15
+
+
+@pytest.mark.parametrize("sigma", [0.05, 0.2])
+def test_multiplicative_noise_is_relative_to_each_weight(sigma: float) -> None:
+    weight = _weight()
+    relative = _program("multiplicative", sigma, weight) / weight - 1
+    assert relative.std().item() == pytest.approx(sigma, rel=0.01)
+    assert relative.mean().abs().item() < 0.01 * sigma
+
+
+def test_pcm_matches_aihwkit_programming_polynomial() -> None:
+    # One row, so its abs-max is 1: weight w > 0 is g+ = 25 uS * w and g- = 0 uS.
+    levels = torch.tensor([0.1, 0.5, 1.0]).repeat_interleave(20000)
+    weight = levels.unsqueeze(0)  # (1, 60000)
+    c0, c1, c2 = 0.26348, 1.9650, -1.1731
+    for sigma in (0.5, 1.0, 2.0):
+        programmed = _program("pcm", sigma, weight)
+        for level in (0.1, 0.5, 1.0):
+            error_us = (programmed[0, levels == level] - level) * 25.0  # read-back error in uS
+            std_plus = sigma * (c0 + c1 * level + c2 * level**2)
+            # g- is programmed at 0 uS and clipped at 0: a half-normal with scale sigma*c0,
+            # mean sigma*c0/sqrt(2 pi) and variance (sigma*c0)^2 (1/2 - 1/(2 pi)).
+            std_minus = sigma * c0 * (0.5 - 1 / (2 * math.pi)) ** 0.5
+            assert error_us.std().item() == pytest.approx(math.hypot(std_plus, std_minus), rel=0.03)
+            expected_mean = -sigma * c0 / math.sqrt(2 * math.pi)
+            assert error_us.mean().item() == pytest.approx(expected_mean, abs=0.05 * sigma)
+
+
+@pytest.mark.parametrize("name", sorted(NOISE_MODELS))
+def test_sigma_zero_is_exactly_the_target(name: str) -> None:
+    weight = _weight(32, 64)
+    assert torch.equal(_program(name, 0.0, weight), weight)
+
+
+@pytest.mark.parametrize("name", sorted(NOISE_MODELS))
+def test_same_seed_same_chip_different_seed_different_chip(name: str) -> None:
+    weight = _weight(32, 64)
+    sigma = 1.0 if name == "pcm" else 0.05
+    first, again = _program(name, sigma, weight, seed=3), _program(name, sigma, weight, seed=3)
+    other = _program(name, sigma, weight, seed=4)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+def test_pcm_leaves_the_global_rng_untouched() -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    _program("pcm", 1.0, _weight(8, 16))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_program_writes_into_out_without_allocating() -> None:
+    weight = _weight(16, 32)
+    out = torch.empty_like(weight)
+    result = get_noise_model("channel", 0.1).program(weight, torch.Generator().manual_seed(0), out)
+    assert result.data_ptr() == out.data_ptr()
+
+
+@pytest.mark.parametrize("sigma", [-0.1, float("nan"), float("inf")])
+def test_invalid_sigma_is_a_user_error(sigma: float) -> None:
+    with pytest.raises(CimsimError, match="sigma"):
+        get_noise_model("channel", sigma)
+
+
+def test_unknown_model_lists_the_choices() -> None:
+    with pytest.raises(CimsimError, match="channel, tensor, multiplicative, pcm"):
+        get_noise_model("gaussian")
+
+
+@pytest.mark.parametrize("name", sorted(NOISE_MODELS))
+def test_every_model_documents_formula_unit_and_source(name: str) -> None:
+    cls = NOISE_MODELS[name]
+    assert cls.sigma_unit and cls.source and cls.summary
+    assert cls.__doc__ and "sigma" in cls.__doc__
+    model = cls(sigma=0.1)
+    assert model.describe()["sigma_unit"] == cls.sigma_unit
+    assert dataclasses.replace(model, sigma=0.2).sigma == 0.2
+    assert name in cls.axis_label() and cls.sigma_unit in cls.axis_label()

@@ -1,0 +1,80 @@
+"""Label scoring: encoder cosine logits and causal log-likelihoods against direct computation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cimsim.models import load_model
+from cimsim.scoring import CausalScorer, EncoderScorer, make_scorer
+from cimsim.tasks import make_task
+
+
+def _task():
+    return make_task(
+        "toy",
+        ["the goal came late", "rates rose again", "the team won", "markets fell"] * 2,
+        [0, 1, 0, 1] * 2,
+        ("sport", "money"),
+        ("This is about sport.", "This is about money."),
+        "Text: {text}\nTopic:",
+        (" sport", " money"),
+        "test",
+    )
+
+
+def test_causal_scores_are_verbaliser_log_likelihoods(tiny_llama_dir: Path) -> None:
+    loaded = load_model(str(tiny_llama_dir))
+    assert loaded.kind == "causal"
+    scorer = make_scorer(loaded, max_length=32)
+    assert isinstance(scorer, CausalScorer)
+    task, text = _task(), "the goal came late"
+    with torch.no_grad():
+        scores = scorer([text], task)  # (1, 2)
+    tok = loaded.tokenizer
+    for k, verbaliser in enumerate(task.verbalizers):
+        # By hand: the full sequence, one forward, sum of log p(token | prefix) over the label.
+        bos = [] if tok.bos_token_id is None else [tok.bos_token_id]
+        context = bos + tok("Text: ", add_special_tokens=False)["input_ids"]
+        context += tok(text, add_special_tokens=False)["input_ids"]
+        context += tok("\nTopic:", add_special_tokens=False)["input_ids"]
+        label = tok(verbaliser, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([context + label])
+        with torch.no_grad():
+            log_probs = loaded.model(input_ids=ids).logits.log_softmax(-1)[0]
+        expected = sum(log_probs[len(context) + i - 1, t].item() for i, t in enumerate(label))
+        assert scores[0, k].item() == pytest.approx(expected, abs=1e-4)
+
+
+def test_causal_scores_do_not_depend_on_batch_padding(tiny_llama_dir: Path) -> None:
+    scorer = make_scorer(load_model(str(tiny_llama_dir)), max_length=32)
+    task = _task()
+    with torch.no_grad():
+        alone = scorer(["rates rose"], task)
+        batched = scorer(["rates rose", "a much longer text about the team that won the cup"], task)
+    assert torch.allclose(alone[0], batched[0], atol=1e-4)
+
+
+def test_encoder_logits_are_scaled_cosines(tiny_bert_dir: Path) -> None:
+    loaded = load_model(str(tiny_bert_dir))
+    scorer = make_scorer(loaded, max_length=16)
+    assert isinstance(scorer, EncoderScorer)
+    task = _task()
+    with torch.no_grad():
+        logits = scorer(["the team won"], task)
+        text = scorer.embed(["the team won"])
+        labels = scorer.embed(task.label_descriptions)
+    assert torch.allclose(text.norm(dim=-1), torch.ones(1))
+    expected = scorer.log_scale.exp() * F.cosine_similarity(text, labels)
+    assert torch.allclose(logits[0], expected, atol=1e-5)
+
+
+def test_encoder_embedding_ignores_padding(tiny_bert_dir: Path) -> None:
+    scorer = make_scorer(load_model(str(tiny_bert_dir)), max_length=16)
+    with torch.no_grad():
+        alone = scorer.embed(["rates rose"])
+        padded = scorer.embed(["rates rose", "a much longer text about the team that won"])
+    assert torch.allclose(alone[0], padded[0], atol=1e-5)
