@@ -26,14 +26,14 @@ sweep: setup
 	$(BIN)/cimsim sweep --noise 0.01..0.1
 
 lint: setup
-	$(BIN)/ruff check cimsim noise_models tests benchmarks
+	$(BIN)/ruff check cimsim noise_models tests
 	$(BIN)/mypy cimsim noise_models
 
 test: lint
 	$(BIN)/pytest -q
 
 figures: setup
-	$(BIN)/python experiments/make_figures.py
+	for experiment in experiments/*.toml; do $(BIN)/cimsim run $$experiment || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -34,22 +34,24 @@ def _cache_dir(option: Path | None) -> Path:
 
 
 class _RichProgress:
-    """The library's progress protocol on a rich progress bar (stderr), with an ETA."""
+    """The library's progress protocol: rich bars with an ETA on stderr when it is a terminal;
+    messages, and stage lines when there are no bars, on stdout. Piped or in CI, stderr thus
+    carries nothing but the one-line error, if any."""
 
-    def __init__(self, progress: Any) -> None:
-        self.progress = progress
+    def __init__(self, progress: Any, stdout: Any) -> None:
+        self.progress, self.stdout = progress, stdout
         self.task: Any = None
 
     def stage(self, description: str, total: int) -> None:
-        if self.task is not None:
-            self.progress.update(self.task, visible=True)
         self.task = self.progress.add_task(description, total=total)
+        if self.progress.disable:
+            self.stdout.print(f"{description}: {total} steps", highlight=False)
 
     def advance(self, steps: int = 1) -> None:
         self.progress.advance(self.task, steps)
 
     def log(self, message: str) -> None:
-        self.progress.console.print(message, highlight=False)
+        self.stdout.print(message, highlight=False)
 
 
 @app.command()
@@ -184,8 +186,9 @@ def _run_with_progress(config: Any, out_dir: Path, cache_dir: Path, budget: floa
         TimeRemainingColumn(),
     )
     try:
-        with Progress(*columns, console=console) as bar:
-            run_sweep(config, out_dir, cache_dir=cache_dir, progress=_RichProgress(bar))
+        with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
+            progress = _RichProgress(bar, Console())
+            run_sweep(config, out_dir, cache_dir=cache_dir, progress=progress)
     except KeyboardInterrupt:
         saved = len(read_points(out_dir / POINTS_FILE)) if (out_dir / POINTS_FILE).exists() else 0
         print(
@@ -225,6 +228,42 @@ def _print_report(report: Any, out_dir: Path) -> None:
     console.print(f"results: {out_dir}/results.csv, summary.csv, config.json")
     for path in report.figures:
         console.print(f"figure:  {path}")
+
+
+@app.command()
+def run(
+    experiment: Annotated[Path, typer.Argument(help="An experiment file (experiments/*.toml).")],
+    figures_dir: Annotated[
+        Path, typer.Option(help="Where figures/<name>/ receives the figure and its data.")
+    ] = Path("figures"),
+    out: Annotated[Path | None, typer.Option(help="Results folder (default under runs/).")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Cache for adapters and data.")] = None,
+    device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+) -> None:
+    """Run (or resume) an experiment file's sweep and publish its figure under figures/<name>/."""
+    import dataclasses
+    import shutil
+
+    from cimsim.experiments import load_experiment
+
+    spec = load_experiment(experiment)
+    config = dataclasses.replace(spec.sweep, device=device)
+    _check_device(device)
+    out_dir = out if out is not None else config.default_out_dir()
+    _run_with_progress(config, out_dir, _cache_dir(cache_dir), 0.01)
+    target = figures_dir / spec.name
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (
+        "sweep.png",
+        "sweep.pdf",
+        "results.csv",
+        "summary.csv",
+        "config.json",
+        "points.jsonl",
+    ):
+        shutil.copy(out_dir / name, target / name)
+    shutil.copy(experiment, target / "experiment.toml")
+    print(f"published {target}/ (figure, data, config and the experiment file)")
 
 
 @app.command()

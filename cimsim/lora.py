@@ -51,6 +51,8 @@ class LoraConfig:
             raise ValueError(f"LoRA rank must be >= 1, got {self.r}")
         if not 0 <= self.lora_dropout < 1:
             raise ValueError(f"LoRA dropout must be in [0, 1), got {self.lora_dropout}")
+        if not (math.isfinite(self.lora_alpha) and self.lora_alpha > 0):
+            raise ValueError(f"LoRA alpha must be a positive finite number, got {self.lora_alpha}")
 
     def resolve(self, default_targets: tuple[str, ...]) -> LoraConfig:
         """This config with the model's default targets filled in where none were given."""

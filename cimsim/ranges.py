@@ -21,6 +21,8 @@ import math
 from cimsim.errors import CimsimError
 
 DEFAULT_POINTS = 10
+# A sweep evaluates every level several times; more levels than this is a typo, not a plan.
+MAX_POINTS = 10_000
 # Grid points are rounded so that 0.1 + 2*0.1 prints as 0.3 in result files and figure ticks.
 _DECIMALS = 12
 
@@ -53,6 +55,8 @@ def _parse_interval(spec: str, what: str) -> list[float]:
             ) from None
         if count < 2:
             raise CimsimError(f"{what} range '{spec}': a range needs at least 2 points")
+        if count > MAX_POINTS:
+            raise CimsimError(f"{what} range '{spec}' has {count} points; at most {MAX_POINTS}")
     elif "/" in rest:
         stop_text, _, step_text = rest.partition("/")
         step = _number(step_text, spec, what)
@@ -67,6 +71,10 @@ def _parse_interval(spec: str, what: str) -> list[float]:
         raise CimsimError(f"{what} range '{spec}' is empty; give one value as '{start}'")
     if step is not None:
         n_steps = math.floor((stop - start) / step + 1e-9)
+        if n_steps + 1 > MAX_POINTS:
+            raise CimsimError(
+                f"{what} range '{spec}' has {n_steps + 1:.3g} points; at most {MAX_POINTS}"
+            )
         return [round(start + i * step, _DECIMALS) for i in range(n_steps + 1)]
     n = DEFAULT_POINTS if count is None else count
     return [round(start + (stop - start) * i / (n - 1), _DECIMALS) for i in range(n)]

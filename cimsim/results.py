@@ -165,11 +165,15 @@ def points_frame(rows: list[dict[str, Any]]):  # -> pandas.DataFrame
     """The tidy table of ``rows`` with the declared column order."""
     import pandas as pd
 
-    frame = pd.DataFrame(rows)
-    for column in POINT_COLUMNS:
-        if column not in frame:
-            frame[column] = None
-    # Chip seeds are 60-bit integers: a float column (NaN for the digital row) would round them.
-    for column in ("instance", "chip_seed", "n_correct", "n_examples"):
-        frame[column] = frame[column].astype("Int64")
-    return frame[list(POINT_COLUMNS)]
+    # Chip seeds are 60-bit integers: built column by column so that no float64 stage (NaN for
+    # the digital row's missing seed) ever rounds them.
+    integer_columns = {"instance", "chip_seed", "n_correct", "n_examples"}
+    return pd.DataFrame(
+        {
+            column: pd.array(
+                [row.get(column) for row in rows],
+                dtype="Int64" if column in integer_columns else None,
+            )
+            for column in POINT_COLUMNS
+        }
+    )

@@ -113,16 +113,19 @@ class CausalScorer(nn.Module):
         for row, seq in enumerate(sequences):
             ids[row, : len(seq)] = torch.tensor(seq)
             mask[row, : len(seq)] = 1
-        logits = self.lm(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-        log_probs = logits.float().log_softmax(dim=-1)  # (batch*n_labels, seq, vocab)
-        scores = torch.stack(
-            [
-                log_probs[row, start - 1 : start - 1 + n]
-                .gather(-1, ids[row, start : start + n, None].to(self.device))
-                .sum()
-                for row, (start, n) in enumerate(spans)
-            ]
-        )
+        # Which predicted positions belong to a continuation: position p predicts token p + 1.
+        wanted = torch.zeros(len(sequences), width - 1, dtype=torch.bool)
+        for row, (start, n) in enumerate(spans):
+            wanted[row, start - 1 : start - 1 + n] = True
+        ids, mask, wanted = ids.to(self.device), mask.to(self.device), wanted.to(self.device)
+        logits = self.lm(input_ids=ids, attention_mask=mask).logits[:, :-1]  # (rows, seq-1, vocab)
+        # Normalise only the positions that score a continuation token, not the whole prompt.
+        picked = logits[wanted].float().log_softmax(dim=-1)  # (n_tokens, vocab)
+        targets = ids[:, 1:][wanted]  # (n_tokens,)
+        token_log_probs = picked.gather(-1, targets[:, None]).squeeze(-1)  # (n_tokens,)
+        rows = torch.arange(len(sequences), device=self.device)[:, None].expand_as(wanted)
+        scores = torch.zeros(len(sequences), device=self.device, dtype=token_log_probs.dtype)
+        scores = scores.index_add(0, rows[wanted], token_log_probs)  # (rows,)
         return scores.view(len(texts), len(continuations))  # (batch, n_labels)
 
 

@@ -143,7 +143,10 @@ def _check_resumable(stored: dict[str, Any], config: SweepConfig, out_dir: Path)
 
 
 def _prepare_run_dir(config: SweepConfig, out_dir: Path) -> tuple[dict[str, Any], list[dict]]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CimsimError(f"cannot use {out_dir} as the results folder: {err.strerror}") from None
     config_file = out_dir / CONFIG_FILE
     record: dict[str, Any] = {}
     if config_file.exists():
@@ -152,7 +155,10 @@ def _prepare_run_dir(config: SweepConfig, out_dir: Path) -> tuple[dict[str, Any]
             raise CimsimError(
                 f"{config_file} has schema {record.get('schema')!r}, not {SCHEMA_VERSION}"
             )
-        merged = _check_resumable(record.get("config", {}), config, out_dir)
+        stored = record.get("config")
+        if not isinstance(stored, dict):
+            raise CimsimError(f"{config_file} is damaged: its 'config' is not an object")
+        merged = _check_resumable(stored, config, out_dir)
         record["config"] = to_dict(merged)
     elif (out_dir / POINTS_FILE).exists():
         raise CimsimError(f"{out_dir} has {POINTS_FILE} but no {CONFIG_FILE}; choose another --out")
@@ -181,6 +187,8 @@ def run_sweep(
 
     task = load_task(config.task, cache_dir=cache_dir)
     test = task.test.subset(config.eval.test_size, seed=config.seed)
+    if rows:
+        progress.log(f"resuming {out_dir}: {len(rows)} finished points are kept")
     progress.log(f"loading model {config.model}")
     loaded = load_model(config.model, device=config.device)
     scorer = make_scorer(loaded, config.eval.max_length)

@@ -1,0 +1,63 @@
+"""Experiment files: the committed ones parse, bad ones fail with a line naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cimsim.errors import CimsimError
+from cimsim.experiments import load_experiment
+from cimsim.sweep import SweepConfig
+
+EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_committed_experiments_parse(path: Path) -> None:
+    experiment = load_experiment(path)
+    assert experiment.name == path.stem
+    assert experiment.description.strip()
+
+
+def test_default_experiment_is_the_default_command() -> None:
+    experiment = load_experiment(Path(__file__).parent.parent / "experiments/default-sweep.toml")
+    assert experiment.sweep == SweepConfig()
+
+
+def test_nested_tables_fill_nested_configs(tmp_path: Path) -> None:
+    path = tmp_path / "x.toml"
+    path.write_text(
+        'name = "x"\n[sweep]\nnoise = "0..0.1:3"\nseeds = 5\n'
+        '[sweep.lora]\nr = 4\ntarget_modules = ["query"]\n[sweep.eval]\ntest_size = 50\n'
+    )
+    sweep = load_experiment(path).sweep
+    assert (sweep.sigmas, sweep.instances) == ((0.0, 0.05, 0.1), 5)
+    assert (sweep.lora.r, sweep.lora.target_modules, sweep.eval.test_size) == (4, ("query",), 50)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name = ", "not valid TOML"),
+        ("[sweep]\n", "'name'"),
+        ('name = "x"\ncolour = 1\n', "unknown key"),
+        ('name = "x"\n[sweep]\nsigmas = [0.1]\n', "unknown key sweep.sigmas"),
+        ('name = "x"\n[sweep]\nnoise = 0.1\n', "sweep.noise must be a range"),
+        ('name = "x"\n[sweep]\nnoise = "0.1..0.01"\n', "runs backwards"),
+        ('name = "x"\n[sweep.lora]\nrank = 4\n', "unknown key sweep.lora.rank"),
+        ('name = "x"\n[sweep.lora]\nr = 0\n', "rank must be >= 1"),
+        ('name = "x"\n[sweep]\nnoise_model = "foo"\n', "unknown noise model"),
+    ],
+)
+def test_bad_experiment_files(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(CimsimError, match=message) as caught:
+        load_experiment(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_experiment_file(tmp_path: Path) -> None:
+    with pytest.raises(CimsimError, match="does not exist"):
+        load_experiment(tmp_path / "nope.toml")

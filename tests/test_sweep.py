@@ -1,0 +1,329 @@
+"""End-to-end noise sweeps on the tiny models: the run folder, resume, interruption, the adapter
+cache, reproducibility and redrawing from files alone.
+
+One finished sweep (2 levels x 2 chips) is shared by the module; tests that change a run work on a
+copy of it, and every sweep shares one adapter cache, so only a few sweeps train.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from conftest import write_topic_task
+
+import cimsim.evaluate
+from cimsim.cli import EXIT_INTERRUPTED, main
+from cimsim.results import POINT_COLUMNS, SCHEMA_VERSION
+from cimsim.sweep import chip_seed
+
+SMALL = (
+    *("--seeds", "2", "--epochs", "1", "--train-size", "30", "--test-size", "12"),
+    *("--max-length", "16"),
+)
+SIGMAS = (0.05, 0.2)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+Key = tuple[str, float, int]
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path) -> dict[str, Path]:
+    """The module's task file and adapter cache."""
+    root = tmp_path_factory.mktemp("sweeps")
+    return {"task": write_topic_task(root / "topics.jsonl"), "cache": root / "cache"}
+
+
+def sweep_argv(shared: dict[str, Path], model: Path, out: Path, *options: str) -> list[str]:
+    """A small sweep of ``model`` on the module's task into ``out``; later options win."""
+    base = ["--model", str(model), "--task", str(shared["task"]), "--noise", "0.05,0.2"]
+    paths = ["--cache-dir", str(shared["cache"]), "--out", str(out)]
+    return ["sweep", *SMALL, *base, *paths, *options]
+
+
+@pytest.fixture(scope="module")
+def finished(
+    shared: dict[str, Path], tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A finished sweep; read it, never change it (copy it first)."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert main(sweep_argv(shared, tiny_bert_dir, out)) == 0
+    return out
+
+
+@pytest.fixture
+def run_copy(finished: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy)
+    return copy
+
+
+@pytest.fixture
+def evaluations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per call of ``cimsim.evaluate.evaluate`` (run_sweep imports it when it runs)."""
+    calls: list[int] = []
+    real = cimsim.evaluate.evaluate
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cimsim.evaluate, "evaluate", counted)
+    return calls
+
+
+def points(run_dir: Path) -> dict[Key, dict[str, Any]]:
+    """The rows of ``points.jsonl`` by (noise model, sigma, instance), timings dropped."""
+    rows = [json.loads(line) for line in (run_dir / "points.jsonl").read_text().splitlines()]
+    by_key = {(r["noise_model"], r["sigma"], r["instance"]): r for r in rows}
+    assert len(by_key) == len(rows), "a point was evaluated twice"
+    for row in rows:
+        del row["eval_seconds"]
+    return by_key
+
+
+def noisy_keys(sigmas: tuple[float, ...], instances: int = 2) -> set[Key]:
+    return {("channel", s, i) for s in sigmas for i in range(instances)}
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "config.json").read_text())
+
+
+# ---------------------------------------------------------------- the run folder
+
+
+def test_sweep_writes_a_complete_run_folder(finished: Path) -> None:
+    record = read_config(finished)
+    assert record["schema"] == SCHEMA_VERSION
+    assert {"config", "model", "task", "noise", "adapter", "sessions"} <= set(record)
+    assert record["config"]["sigmas"] == list(SIGMAS)
+    assert record["config"]["instances"] == 2
+    assert record["model"]["kind"] == "encoder"
+    assert record["task"]["label_names"] == ["money", "music", "sport"]
+    assert record["noise"]["name"] == "channel"
+    assert record["adapter"]["cached"] is False
+    session = record["sessions"][0]
+    assert {"packages", "git", "python"} <= set(session)
+    assert session["packages"]["torch"]
+
+    rows = points(finished)
+    assert set(rows) == {("digital", 0.0, -1)} | noisy_keys(SIGMAS)
+    for (noise_model, sigma, instance), row in rows.items():
+        expected = None if noise_model == "digital" else chip_seed(0, "channel", sigma, instance)
+        assert row["chip_seed"] == expected
+        assert row["n_examples"] == 12
+        assert row["accuracy"] == row["n_correct"] / 12
+
+    results = pd.read_csv(finished / "results.csv")
+    assert tuple(results.columns) == POINT_COLUMNS
+    assert len(results) == 5
+
+    summary = pd.read_csv(finished / "summary.csv")
+    assert summary["sigma"].tolist() == list(SIGMAS)
+    assert summary["n"].tolist() == [2, 2]
+
+    png, pdf = (finished / "sweep.png").read_bytes(), (finished / "sweep.pdf").read_bytes()
+    assert png.startswith(PNG_MAGIC)
+    assert pdf.startswith(b"%PDF") and len(pdf) > 1000
+    adapter_config = json.loads((finished / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["peft_type"] == "LORA"
+    assert (finished / "adapter" / "adapter_model.safetensors").stat().st_size > 0
+
+
+def test_results_csv_keeps_chip_seeds_exact(finished: Path) -> None:
+    results = pd.read_csv(finished / "results.csv", dtype={"chip_seed": "Int64"})
+    noisy = results[results["noise_model"] == "channel"]
+    assert len(noisy) == 4
+    for row in noisy.to_dict("records"):
+        assert row["chip_seed"] == chip_seed(0, "channel", row["sigma"], row["instance"])
+
+
+def test_result_files_follow_the_umask_like_points_jsonl(finished: Path) -> None:
+    """Atomic writes go through private temporary files; the results must not stay private."""
+    mode = (finished / "points.jsonl").stat().st_mode & 0o777
+    for name in ("config.json", "results.csv", "summary.csv", "sweep.png", "sweep.pdf"):
+        assert (finished / name).stat().st_mode & 0o777 == mode, name
+    folder_mode = finished.stat().st_mode & 0o777
+    assert (finished / "adapter").stat().st_mode & 0o777 == folder_mode
+
+
+# ---------------------------------------------------------------- resume and interruption
+
+
+def test_rerun_evaluates_nothing(
+    run_copy: Path,
+    shared: dict[str, Path],
+    tiny_bert_dir: Path,
+    evaluations: list[int],
+) -> None:
+    before = (run_copy / "points.jsonl").read_bytes()
+    assert main(sweep_argv(shared, tiny_bert_dir, run_copy)) == 0
+    assert evaluations == []
+    assert (run_copy / "points.jsonl").read_bytes() == before
+    assert len(read_config(run_copy)["sessions"]) == 2
+
+
+def test_growing_the_grid_evaluates_only_the_new_points(
+    run_copy: Path,
+    shared: dict[str, Path],
+    tiny_bert_dir: Path,
+    evaluations: list[int],
+) -> None:
+    before = (run_copy / "points.jsonl").read_bytes()
+    argv = sweep_argv(shared, tiny_bert_dir, run_copy, "--noise", "0.05,0.1,0.2")
+    assert main(argv) == 0
+    assert len(evaluations) == 2
+    assert (run_copy / "points.jsonl").read_bytes().startswith(before)
+    assert set(points(run_copy)) == {("digital", 0.0, -1)} | noisy_keys((0.05, 0.1, 0.2))
+    assert read_config(run_copy)["config"]["sigmas"] == [0.05, 0.1, 0.2]
+    summary = pd.read_csv(run_copy / "summary.csv")
+    assert summary["n"].tolist() == [2, 2, 2]
+
+
+def test_torn_last_line_is_dropped_and_its_point_recomputed(
+    run_copy: Path,
+    finished: Path,
+    shared: dict[str, Path],
+    tiny_bert_dir: Path,
+    evaluations: list[int],
+) -> None:
+    points_file = run_copy / "points.jsonl"
+    lines = points_file.read_bytes().splitlines(keepends=True)
+    last = lines.pop()
+    points_file.write_bytes(b"".join(lines) + last[: len(last) // 2])  # died mid-write
+    assert main(sweep_argv(shared, tiny_bert_dir, run_copy)) == 0
+    assert len(evaluations) == 1
+    text = points_file.read_text()
+    assert text.endswith("\n")
+    assert all(json.loads(line) for line in text.splitlines())
+    assert points(run_copy) == points(finished)
+
+
+def test_interrupted_sweep_keeps_its_points_and_resumes(
+    finished: Path,
+    shared: dict[str, Path],
+    tiny_bert_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    calls: list[int] = []
+    real = cimsim.evaluate.evaluate
+
+    def interrupted_on_third_call(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cimsim.evaluate, "evaluate", interrupted_on_third_call)
+    out = tmp_path / "run"
+    argv = sweep_argv(shared, tiny_bert_dir, out)
+    assert main(argv) == EXIT_INTERRUPTED
+    messages = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(messages) == 1, messages
+    assert messages[0].startswith("cimsim: interrupted")
+    assert "2 finished points" in messages[0] and str(out) in messages[0]
+    saved = points(out)
+    assert set(saved) == {("digital", 0.0, -1), ("channel", 0.05, 0)}
+    assert saved == {key: row for key, row in points(finished).items() if key in saved}
+
+    monkeypatch.setattr(cimsim.evaluate, "evaluate", real)
+    assert main(argv) == 0
+    assert points(out) == points(finished)
+
+
+# ---------------------------------------------------------------- cache and reproducibility
+
+
+def test_same_config_elsewhere_uses_the_cached_adapter_and_repeats_every_number(
+    finished: Path, shared: dict[str, Path], tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "again"
+    assert main(sweep_argv(shared, tiny_bert_dir, out)) == 0
+    assert read_config(out)["adapter"]["cached"] is True
+    assert points(out) == points(finished)
+    digital = ("digital", 0.0, -1)
+    assert points(out)[digital]["accuracy"] == points(finished)[digital]["accuracy"]
+
+
+@pytest.fixture(scope="module")
+def bare_runs(
+    shared: dict[str, Path], tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """Base-model sweeps (no adapter) at noise levels that do move the tiny model's accuracy:
+    root seed 0 twice, into different folders, and root seed 1."""
+    root = tmp_path_factory.mktemp("bare")
+    runs = {}
+    for name, seed in (("seed0", "0"), ("seed0-again", "0"), ("seed1", "1")):
+        runs[name] = root / name
+        options = ("--method", "none", "--noise", "2,5", "--seeds", "3", "--seed", seed)
+        assert main(sweep_argv(shared, tiny_bert_dir, runs[name], *options)) == 0
+    return runs
+
+
+def test_method_none_evaluates_the_base_model_without_an_adapter(
+    bare_runs: dict[str, Path],
+) -> None:
+    run_dir = bare_runs["seed0"]
+    assert not (run_dir / "adapter").exists()
+    assert read_config(run_dir)["adapter"] is None
+    rows = points(run_dir)
+    assert set(rows) == {("digital", 0.0, -1)} | noisy_keys((2.0, 5.0), instances=3)
+    assert {row["method"] for row in rows.values()} == {"none"}
+
+
+def test_same_root_seed_repeats_every_chip(bare_runs: dict[str, Path]) -> None:
+    first, again = points(bare_runs["seed0"]), points(bare_runs["seed0-again"])
+    assert first == again
+    noisy = [row["accuracy"] for key, row in first.items() if key[0] == "channel"]
+    assert len(set(noisy)) > 1, "every chip scored the same: the comparison proves nothing"
+
+
+def test_another_root_seed_programs_other_chips(bare_runs: dict[str, Path]) -> None:
+    ours, theirs = points(bare_runs["seed1"]), points(bare_runs["seed0"])
+    keys = noisy_keys((2.0, 5.0), instances=3)
+    for key in keys:
+        assert ours[key]["chip_seed"] == chip_seed(1, "channel", key[1], key[2])
+        assert ours[key]["chip_seed"] != theirs[key]["chip_seed"]
+    assert any(ours[key]["accuracy"] != theirs[key]["accuracy"] for key in keys)
+
+
+# ---------------------------------------------------------------- redrawing, other models
+
+
+def test_plot_redraws_from_the_files_alone(
+    finished: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cimsim.models
+    import cimsim.tasks
+
+    def no_loading(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("plot must not load a model or a task")
+
+    monkeypatch.setattr(cimsim.models, "load_model", no_loading)
+    monkeypatch.setattr(cimsim.tasks, "load_task", no_loading)
+    run_dir = tmp_path / "elsewhere" / "run"
+    shutil.copytree(finished, run_dir)
+    for name in ("sweep.png", "sweep.pdf", "summary.csv", "results.csv"):
+        (run_dir / name).unlink()
+    assert main(["plot", str(run_dir)]) == 0
+    assert (run_dir / "sweep.png").read_bytes().startswith(PNG_MAGIC)
+    assert (run_dir / "sweep.pdf").stat().st_size > 0
+    for name in ("summary.csv", "results.csv"):
+        assert (run_dir / name).read_bytes() == (finished / name).read_bytes()
+
+
+def test_causal_lm_sweep(shared: dict[str, Path], tiny_llama_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "llama"
+    options = ("--lora-targets", "q_proj,v_proj", "--noise", "0.05")
+    assert main(sweep_argv(shared, tiny_llama_dir, out, *options)) == 0
+    assert read_config(out)["model"]["kind"] == "causal"
+    adapter_config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert sorted(adapter_config["target_modules"]) == ["q_proj", "v_proj"]
+    assert set(points(out)) == {("digital", 0.0, -1)} | noisy_keys((0.05,))
