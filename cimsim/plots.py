@@ -91,7 +91,8 @@ def plot_sweep(
 
 def save_figure(figure: Figure, stem: Path) -> list[Path]:
     """Write ``stem.png`` (150 dpi) and ``stem.pdf``; returns the paths."""
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for path in paths:
-        figure.savefig(path, dpi=150)
-    return paths
+    png, pdf = stem.with_suffix(".png"), stem.with_suffix(".pdf")
+    figure.savefig(png, dpi=150)
+    # No creation date: the same data redraws to the same bytes, so figures/ diffs stay quiet.
+    figure.savefig(pdf, metadata={"CreationDate": None})
+    return [png, pdf]
