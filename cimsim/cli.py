@@ -33,6 +33,14 @@ def _cache_dir(option: Path | None) -> Path:
     return option if option is not None else default_cache_dir()
 
 
+def _console(stderr: bool = False) -> Any:
+    """A rich console that prints text as is: units like ``× max|W[row,:]|`` are not markup,
+    and paths are never wrapped mid-line."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, markup=False, highlight=False, soft_wrap=True)
+
+
 class _RichProgress:
     """The library's progress protocol: rich bars with an ETA on stderr when it is a terminal;
     messages, and stage lines when there are no bars, on stdout. Piped or in CI, stderr thus
@@ -161,7 +169,6 @@ def _check_device(device: str) -> None:
 
 
 def _run_with_progress(config: Any, out_dir: Path, cache_dir: Path, budget: float) -> None:
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -175,7 +182,7 @@ def _run_with_progress(config: Any, out_dir: Path, cache_dir: Path, budget: floa
     from cimsim.results import POINTS_FILE, read_points
     from cimsim.sweep import run_sweep
 
-    console = Console(stderr=True)
+    console = _console(stderr=True)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -187,7 +194,7 @@ def _run_with_progress(config: Any, out_dir: Path, cache_dir: Path, budget: floa
     )
     try:
         with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
-            progress = _RichProgress(bar, Console())
+            progress = _RichProgress(bar, _console())
             run_sweep(config, out_dir, cache_dir=cache_dir, progress=progress)
     except KeyboardInterrupt:
         saved = len(read_points(out_dir / POINTS_FILE)) if (out_dir / POINTS_FILE).exists() else 0
@@ -201,7 +208,6 @@ def _run_with_progress(config: Any, out_dir: Path, cache_dir: Path, budget: floa
 
 
 def _print_report(report: Any, out_dir: Path) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"accuracy over chip instances (σ in {report.sigma_unit})")
@@ -219,7 +225,7 @@ def _print_report(report: Any, out_dir: Path) -> None:
             f"{row.max:.3f}",
             str(row.n),
         )
-    console = Console()
+    console = _console()
     console.print(table)
     if report.digital is not None:
         console.print(f"digital (noise-free) accuracy: {report.digital:.3f}")
@@ -282,7 +288,6 @@ def plot(
 @app.command()
 def models() -> None:
     """List the registered models with their size and source."""
-    from rich.console import Console
     from rich.table import Table
 
     from cimsim.models import list_models
@@ -299,7 +304,7 @@ def models() -> None:
             str(row["summary"]),
             str(row["source"]),
         )
-    Console().print(table)
+    _console().print(table)
 
 
 @app.command()
@@ -307,7 +312,6 @@ def tasks(
     cache_dir: Annotated[Path | None, typer.Option(help="Cache for fetched data.")] = None,
 ) -> None:
     """List the registered tasks with their sizes and sources."""
-    from rich.console import Console
     from rich.table import Table
 
     from cimsim.tasks import list_tasks
@@ -321,13 +325,12 @@ def tasks(
             for k in ("n_train", "n_test")
         ]
         table.add_row(str(row["name"]), ", ".join(row["label_names"]), *sizes, str(row["source"]))
-    Console().print(table)
+    _console().print(table)
 
 
 @app.command("noise-models")
 def noise_models() -> None:
     """List the noise models: what sigma means, its unit and the source."""
-    from rich.console import Console
     from rich.table import Table
 
     from cimsim.noise_models import NOISE_MODELS
@@ -337,7 +340,7 @@ def noise_models() -> None:
         table.add_column(column)
     for cls in NOISE_MODELS.values():
         table.add_row(cls.name, cls.summary, cls.sigma_unit, cls.source)
-    Console().print(table)
+    _console().print(table)
 
 
 def main(argv: list[str] | None = None) -> int:

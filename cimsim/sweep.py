@@ -118,7 +118,7 @@ class SweepConfig:
     def default_out_dir(self, root: Path = Path("runs")) -> Path:
         """``runs/<model>-<task>-<noise model>-<hash of the config>``."""
         parts = [Path(self.model).name, Path(self.task).stem, self.method, self.noise_model]
-        slug = "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", p) for p in parts)
+        slug = "-".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p) for p in parts)
         return root / f"{slug}-{config_hash(self)}"
 
 

@@ -400,7 +400,8 @@ def test_help_exits_zero(argv: list[str], capsys: pytest.CaptureFixture[str]) ->
     ("argv", "names"),
     [
         (["models"], ["minilm"]),
-        (["noise-models"], ["channel", "tensor", "multiplicative", "pcm"]),
+        # Units print whole: rich must not read "[row,:]" as markup.
+        (["noise-models"], ["channel", "tensor", "multiplicative", "pcm", "× max|W[row,:]|"]),
         (["tasks", "--cache-dir", "CACHE"], ["bbc-news", "movie", "tweets", "amazon", "nyt"]),
     ],
 )
