@@ -24,6 +24,15 @@ import torch
 from .base import NoiseModel
 
 
+def _standard_normal(
+    weight: torch.Tensor, generator: torch.Generator, out: torch.Tensor
+) -> torch.Tensor:
+    """Fill ``out`` with z ~ N(0, 1), one draw per weight, in place."""
+    return torch.randn(
+        weight.shape, generator=generator, out=out, dtype=weight.dtype, device=weight.device
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class ChannelRelativeNoise(NoiseModel):
     """w' = w + sigma * max_j |W[i, j]| * z, z ~ N(0, 1); sigma dimensionless (fraction of the
@@ -37,10 +46,7 @@ class ChannelRelativeNoise(NoiseModel):
 
     def _program(self, weight, generator, out):
         scale = weight.abs().amax(dim=1, keepdim=True)  # (d_out, 1)
-        torch.randn(
-            weight.shape, generator=generator, out=out, dtype=weight.dtype, device=weight.device
-        )
-        return out.mul_(scale * self.sigma).add_(weight)
+        return _standard_normal(weight, generator, out).mul_(scale * self.sigma).add_(weight)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,10 +62,7 @@ class TensorRelativeNoise(NoiseModel):
 
     def _program(self, weight, generator, out):
         scale = weight.abs().max()
-        torch.randn(
-            weight.shape, generator=generator, out=out, dtype=weight.dtype, device=weight.device
-        )
-        return out.mul_(scale * self.sigma).add_(weight)
+        return _standard_normal(weight, generator, out).mul_(scale * self.sigma).add_(weight)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +76,4 @@ class MultiplicativeNoise(NoiseModel):
     source = "generic relative device-variation model (no single source)"
 
     def _program(self, weight, generator, out):
-        torch.randn(
-            weight.shape, generator=generator, out=out, dtype=weight.dtype, device=weight.device
-        )
-        return out.mul_(self.sigma).add_(1.0).mul_(weight)
+        return _standard_normal(weight, generator, out).mul_(self.sigma).add_(1.0).mul_(weight)
