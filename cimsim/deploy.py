@@ -8,7 +8,9 @@ The base layer is wrapped, never modified: :class:`AnalogLinear` keeps the digit
 ``base_layer`` and holds the weights one chip instance reads back in ``programmed_weight``. A chip
 instance is one programming event, fixed by its seed; ``deploy`` programs all tiles of a model with
 one generator seeded by that seed, layer after layer in module order, so the seed alone decides
-every weight. Re-programming another instance overwrites the same buffers (no new allocation).
+every weight. Re-programming another instance overwrites the same buffers (no new allocation):
+a deployed chip costs 4 bytes per analog weight on top of the digital model (plus one scale per
+output channel when the periphery is simulated).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cimsim.noise_models import NoiseModel
+from cimsim.tile import TileConfig, analog_linear, program_tiles
 
 # Module-name components that stay digital even though they are nn.Linear.
 DIGITAL_MODULES = frozenset({"lm_head", "pooler", "classifier", "score"})
@@ -31,14 +34,23 @@ _DIGITAL_CONTAINERS = frozenset({"lora_A", "lora_B", "gates"})
 class AnalogLinear(nn.Module):
     """A frozen ``nn.Linear`` whose weight is read from a simulated tile.
 
-    With no chip programmed (``programmed_weight is None``) it is exactly the digital layer.
+    With no chip programmed (``programmed_weight is None``) it is exactly the digital layer. With
+    an ideal periphery and no read noise the forward pass is ``F.linear`` on the programmed
+    weights (as fast as digital); otherwise it goes through :func:`cimsim.tile.analog_linear`.
     """
 
     def __init__(self, base_layer: nn.Linear) -> None:
         super().__init__()
         self.base_layer = base_layer
+        # (d_out, d_in) read-back weights; behind a simulated periphery instead the normalised
+        # per-tile slices (d_out, tiles, width) with their full scales (d_out, tiles).
         self.programmed_weight: torch.Tensor | None
+        self.channel_scale: torch.Tensor | None
         self.register_buffer("programmed_weight", None, persistent=False)
+        self.register_buffer("channel_scale", None, persistent=False)
+        self.tile = TileConfig()
+        self.read_noise = 0.0
+        self.read_generator: torch.Generator | None = None
 
     @property
     def weight(self) -> torch.Tensor:
@@ -49,21 +61,56 @@ class AnalogLinear(nn.Module):
     def bias(self) -> torch.Tensor | None:
         return self.base_layer.bias
 
+    @property
+    def is_exact_matmul(self) -> bool:
+        """True when the periphery adds nothing, so the forward pass is ``F.linear``."""
+        return self.tile.is_ideal and self.read_noise == 0
+
     @torch.no_grad()
-    def program(self, noise: NoiseModel, generator: torch.Generator) -> None:
+    def program(
+        self,
+        noise: NoiseModel,
+        generator: torch.Generator,
+        tile: TileConfig | None = None,
+        read_generator: torch.Generator | None = None,
+    ) -> None:
         """Program this tile once: the target is the digital weight, the result is kept."""
         target = self.base_layer.weight.detach()
-        self.programmed_weight = noise.program(target, generator, out=self.programmed_weight)
+        self.tile = tile or TileConfig()
+        self.read_noise = noise.read_noise
+        self.read_generator = read_generator
+        if self.is_exact_matmul:
+            out = self.programmed_weight
+            if out is not None and out.shape != target.shape:
+                out = None
+            self.programmed_weight = noise.program(target, generator, out=out)
+            self.channel_scale = None
+        else:
+            # Behind a periphery the tiles hold normalised slices; see cimsim.tile.
+            programmed = noise.program(target, generator)
+            self.programmed_weight, self.channel_scale = program_tiles(
+                programmed, target, self.tile
+            )
 
     def clear(self) -> None:
         """Forget the programmed weights: the layer is digital again."""
-        self.programmed_weight = None
+        self.programmed_weight = self.channel_scale = None
+        self.tile, self.read_noise, self.read_generator = TileConfig(), 0.0, None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = (
-            self.base_layer.weight if self.programmed_weight is None else self.programmed_weight
+        if self.programmed_weight is None:
+            return self.base_layer(x)
+        if self.channel_scale is None:
+            return F.linear(x, self.programmed_weight, self.base_layer.bias)
+        return analog_linear(
+            x,
+            self.programmed_weight,
+            self.channel_scale,
+            self.base_layer.bias,
+            self.tile,
+            self.read_noise,
+            self.read_generator,
         )
-        return F.linear(x, weight, self.base_layer.bias)
 
     def extra_repr(self) -> str:
         state = "digital" if self.programmed_weight is None else "programmed"
@@ -100,18 +147,30 @@ def chip_generator(seed: int, device: torch.device | str) -> torch.Generator:
     return generator
 
 
+def _read_seed(seed: int) -> int:
+    """A second stream for per-read noise, decorrelated from the programming stream."""
+    return (seed * 6364136223846793005 + 1442695040888963407) % 2**63
+
+
 @torch.no_grad()
-def deploy(model: nn.Module, noise: NoiseModel, seed: int) -> nn.Module:
-    """Program ``model``'s base weights as chip instance ``seed`` under ``noise``; return ``model``.
+def deploy(
+    model: nn.Module, noise: NoiseModel, seed: int, tile: TileConfig | None = None
+) -> nn.Module:
+    """Program ``model``'s base weights as chip instance ``seed`` under ``noise``, behind the
+    periphery of ``tile`` (default: ideal); return ``model``.
 
     Deploys in place (tiles are attached on first use). ``undeploy`` makes it digital again.
+    Programming draws and per-read draws (read and output noise) come from two generators
+    derived from ``seed``, so the same seed replays the same chip and the same reads.
     """
-    tiles = attach_tiles(model)
-    if not tiles:
+    layers = attach_tiles(model)
+    if not layers:
         raise ValueError("deploy: the model has no linear layer to map onto tiles")
-    generator = chip_generator(seed, tiles[0].base_layer.weight.device)
-    for tile in tiles:
-        tile.program(noise, generator)
+    device = layers[0].base_layer.weight.device
+    generator = chip_generator(seed, device)
+    read_generator = chip_generator(_read_seed(seed), device)
+    for layer in layers:
+        layer.program(noise, generator, tile, read_generator)
     return model
 
 
@@ -123,9 +182,11 @@ def undeploy(model: nn.Module) -> nn.Module:
 
 
 @contextlib.contextmanager
-def deployed(model: nn.Module, noise: NoiseModel, seed: int) -> Iterator[nn.Module]:
+def deployed(
+    model: nn.Module, noise: NoiseModel, seed: int, tile: TileConfig | None = None
+) -> Iterator[nn.Module]:
     """``with deployed(model, noise, seed):`` runs the model as that chip instance."""
-    deploy(model, noise, seed)
+    deploy(model, noise, seed, tile)
     try:
         yield model
     finally:

@@ -9,14 +9,22 @@ from __future__ import annotations
 from cimsim.errors import CimsimError
 
 from .base import NoiseModel
+from .conductance import ConductanceNoise, PcmNoise, ReramCmoNoise, ReramWan2022Noise, RramNoise
 from .gaussian import ChannelRelativeNoise, MultiplicativeNoise, TensorRelativeNoise
-from .pcm import PcmProgrammingNoise
 
 DEFAULT_NOISE_MODEL = "channel"
 
 NOISE_MODELS: dict[str, type[NoiseModel]] = {
     cls.name: cls
-    for cls in (ChannelRelativeNoise, TensorRelativeNoise, MultiplicativeNoise, PcmProgrammingNoise)
+    for cls in (
+        ChannelRelativeNoise,
+        TensorRelativeNoise,
+        MultiplicativeNoise,
+        PcmNoise,
+        ReramWan2022Noise,
+        ReramCmoNoise,
+        RramNoise,
+    )
 }
 
 
@@ -34,4 +42,10 @@ def get_noise_model(name: str, sigma: float = 0.0) -> NoiseModel:
         raise CimsimError(str(err)) from None
 
 
-__all__ = ["DEFAULT_NOISE_MODEL", "NOISE_MODELS", "NoiseModel", "get_noise_model"]
+__all__ = [
+    "DEFAULT_NOISE_MODEL",
+    "NOISE_MODELS",
+    "ConductanceNoise",
+    "NoiseModel",
+    "get_noise_model",
+]

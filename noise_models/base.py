@@ -21,6 +21,10 @@ class NoiseModel(ABC):
     """Base class: ``program(weight, generator)`` returns the weight as the chip reads it back."""
 
     sigma: float = 0.0
+    """Programming-noise level; its meaning and unit are the model's (``sigma_unit``)."""
+    read_noise: float = 0.0
+    """Cycle-to-cycle read noise: std of a fresh per-read weight error, as a fraction of the
+    output channel's max |w|, drawn anew for every input vector (every forward pass)."""
 
     name: ClassVar[str]
     summary: ClassVar[str]
@@ -33,6 +37,8 @@ class NoiseModel(ABC):
             raise ValueError(f"{self.name}: sigma must be a finite number, got {self.sigma!r}")
         if self.sigma < 0:
             raise ValueError(f"{self.name}: sigma must be non-negative, got {self.sigma}")
+        if not (math.isfinite(self.read_noise) and self.read_noise >= 0):
+            raise ValueError(f"{self.name}: read_noise must be a finite number >= 0")
 
     @property
     def is_ideal(self) -> bool:
