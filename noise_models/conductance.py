@@ -291,13 +291,17 @@ class ReramWan2022Noise(_AihwkitFamily):
 class ReramCmoNoise(_AihwkitFamily):
     """aihwkit ``ReRamCMONoiseModel``: CMO/HfOx ReRAM of IBM Research Zurich (Falcone et al.).
 
-    Programming: ``std(g_t) = 0.0112185391 + 0.01129027418 g_t`` µS (2% acceptance range of the
-    program-and-verify loop), scaled by sigma. Drift: a conductance-independent relaxation whose
-    mean shift (-0.089 µS per e-fold of t) and spread grow with log(t). g_min 9 µS, g_max 88.2 µS.
+    One device per weight with an offset (``differential = False``), as aihwkit maps it.
+    Programming: ``g_prog = g_t + sigma * std(g_t) * z`` with
+    ``std(g_t) = 0.00081107 + 0.00106879 g_t`` µS (aihwkit's default acceptance range 2e-2 is not
+    among its fitted keys, so it uses the tightest, 0.2 %). No clipping at 0. Drift: a
+    conductance-independent relaxation, mean shift -0.089 µS per e-fold of t and spread
+    (0.042 ln t + 0.412) µS, plus read noise, clipped to [g_min, g_max]. g_min 9, g_max 88.2 µS.
     """
 
     g_max_us: float = 88.199997
     g_min_us: float = 9.0
+    differential: bool = False
 
     name = "reram-cmo"
     summary = "aihwkit ReRamCMONoiseModel: CMO/HfOx ReRAM programming noise and relaxation"
