@@ -7,6 +7,7 @@ instant. Every user error ends as one line on stderr and exit code 2 (see :func:
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -62,21 +63,44 @@ class _RichProgress:
         self.stdout.print(message, highlight=False)
 
 
+_TORCH_DEVICE = re.compile(r"^(cpu|cuda|mps|xpu|meta)(:\d+)?$")
+
+
 @app.command()
 def sweep(
     noise: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="Noise levels sigma: a..b (10 points), a..b:n, a..b/step or a,b,c. For the "
-            "default 'channel' model sigma is the programming-noise std as a fraction of the "
-            "output channel's max |w| (w' = w + sigma*max|W[row,:]|*z, once per chip)."
+            help="Values of sigma, the programming-noise level: a..b (10 points), a..b:n, "
+            "a..b/step or a,b,c; default: the card's range (0.01..0.1 for 'channel', where sigma "
+            "is the noise std as a fraction of the output channel's max |w|: "
+            "w' = w + sigma*max|W[row,:]|*z, once per chip). With --vary: one fixed sigma."
         ),
-    ] = "0.01..0.1",
+    ] = None,
+    vary: Annotated[
+        str | None,
+        typer.Option(
+            help="Sweep another card field instead of sigma: FIELD=RANGE, e.g. adc_bits=4..8:5, "
+            "drift_time_s=1,3600,86400, stuck_at_gmax_rate=0..0.02:5 (see `cimsim devices show`)."
+        ),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="Device card (name or .toml; see `cimsim devices`), or a torch device "
+            "(cpu, cuda, cuda:1, mps) to run on."
+        ),
+    ] = None,
+    card: Annotated[str | None, typer.Option(help="Device card, explicitly.")] = None,
+    torch_device: Annotated[str | None, typer.Option(help="torch device, explicitly.")] = None,
     noise_model: Annotated[
-        str,
-        typer.Option(help="channel | tensor | multiplicative | pcm (see `cimsim noise-models`)."),
-    ] = "channel",
-    seeds: Annotated[int, typer.Option(help="Chip instances (programming events) per level.")] = 3,
+        str | None,
+        typer.Option(help="Shorthand for the shipped card of a noise model (cimsim noise-models)."),
+    ] = None,
+    engine: Annotated[
+        str, typer.Option(help="cimsim (fast) or aihwkit (its analog tile, to cross-check).")
+    ] = "cimsim",
+    seeds: Annotated[int, typer.Option(help="Chip instances (programming events) per value.")] = 3,
     model: Annotated[
         str, typer.Option(help="Registered model, local HF directory or hub id.")
     ] = "minilm",
@@ -107,7 +131,6 @@ def sweep(
     seed: Annotated[
         int, typer.Option(help="Root seed of chip instances, subsamples and training.")
     ] = 0,
-    device: Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:1, ...")] = "cpu",
     budget: Annotated[
         float, typer.Option(help="Accuracy budget in points for the tolerance figure.")
     ] = 1.0,
@@ -121,22 +144,34 @@ def sweep(
         Path | None, typer.Option(help="Cache for adapters and fetched data.")
     ] = None,
 ) -> None:
-    """Sweep noise over chip instances: accuracy against sigma, a results folder and a figure."""
+    """Sweep noise over chip instances: accuracy against sigma (or any card field), a results
+    folder and a figure."""
+    from cimsim.devices import DEFAULT_CARD, load_card
     from cimsim.lora import LoraConfig
-    from cimsim.ranges import parse_range
-    from cimsim.sweep import EvalConfig, SweepConfig
+    from cimsim.sweep import EvalConfig, SweepConfig, parse_axis
     from cimsim.train import TrainConfig
 
+    if device is not None and _TORCH_DEVICE.match(device):
+        torch_device = _one_of("--torch-device", torch_device, "--device", device)
+    elif device is not None:
+        card = _one_of("--card", card, "--device", device)
+    if noise_model is not None:
+        card = _one_of("--card/--device", card, "--noise-model", noise_model)
+    chosen = load_card(card or DEFAULT_CARD)
+    field, values, sigma = parse_axis(chosen, noise, vary)
     try:
         config = SweepConfig(
             model=model,
             task=task,
             method=method,
             adapter=str(adapter) if adapter is not None else None,
-            noise_model=noise_model,
-            sigmas=tuple(parse_range(noise)),
+            card=chosen.origin if card and card.endswith(".toml") else chosen.name,
+            vary=field,
+            values=values,
+            sigma=sigma,
             instances=seeds,
             seed=seed,
+            engine=engine,
             lora=LoraConfig(
                 r=lora_r,
                 lora_alpha=lora_alpha,
@@ -146,15 +181,23 @@ def sweep(
             eval=EvalConfig(
                 test_size=test_size or None, max_length=max_length, batch_size=batch_size
             ),
-            device=device,
+            compute_device=torch_device or "cpu",
         )
     except ValueError as err:
         raise CimsimError(str(err)) from None
     if not 0 <= budget < 100:
         raise CimsimError(f"--budget is in accuracy points, between 0 and 100; got {budget}")
-    _check_device(device)
-    out_dir = out if out is not None else config.default_out_dir()
+    _check_device(config.compute_device)
+    resolved = config.resolve_card()
+    out_dir = out if out is not None else config.default_out_dir(resolved)
     _run_with_progress(config, out_dir, _cache_dir(cache_dir), budget / 100)
+
+
+def _one_of(name: str, value: str | None, other_name: str, other: str) -> str:
+    """``other``, unless ``value`` already says something different."""
+    if value is not None and value != other:
+        raise CimsimError(f"{other_name} {other} contradicts {name} {value}")
+    return other
 
 
 def _check_device(device: str) -> None:
@@ -164,7 +207,7 @@ def _check_device(device: str) -> None:
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as err:
         raise CimsimError(
-            f"device '{device}' is not usable here: {str(err).splitlines()[0]}"
+            f"torch device '{device}' is not usable here: {str(err).splitlines()[0]}"
         ) from None
 
 
@@ -210,15 +253,16 @@ def _run_with_progress(config: Any, out_dir: Path, cache_dir: Path, budget: floa
 def _print_report(report: Any, out_dir: Path) -> None:
     from rich.table import Table
 
-    table = Table(title=f"accuracy over chip instances (σ in {report.sigma_unit})")
-    for column in ("method", "noise model", "σ", "mean", "± std", "min", "max", "n"):
+    symbol = "σ" if report.varied == "sigma" else report.varied
+    table = Table(title=f"accuracy over chip instances ({symbol} in {report.unit})")
+    for column in ("method", "card", symbol, "mean", "± std", "min", "max", "n"):
         table.add_column(column, justify="right")
     for row in report.summary.itertuples():
         std = "–" if row.std != row.std else f"{row.std:.3f}"  # NaN with one instance
         table.add_row(
             row.method,
-            row.noise_model,
-            f"{row.sigma:.4g}",
+            row.card,
+            f"{row.value:.4g}",
             f"{row.mean:.3f}",
             std,
             f"{row.min:.3f}",
@@ -230,7 +274,7 @@ def _print_report(report: Any, out_dir: Path) -> None:
     if report.digital is not None:
         console.print(f"digital (noise-free) accuracy: {report.digital:.3f}")
     if report.tolerance is not None:
-        console.print(f"tolerance: {report.tolerance.text(report.sigma_unit)}")
+        console.print(f"tolerance: {report.tolerance.text(report.unit)}")
     console.print(f"results: {out_dir}/results.csv, summary.csv, config.json")
     for path in report.figures:
         console.print(f"figure:  {path}")
@@ -253,9 +297,9 @@ def run(
     from cimsim.experiments import load_experiment
 
     spec = load_experiment(experiment)
-    config = dataclasses.replace(spec.sweep, device=device)
+    config = dataclasses.replace(spec.sweep, compute_device=device)
     _check_device(device)
-    out_dir = out if out is not None else config.default_out_dir()
+    out_dir = out if out is not None else config.default_out_dir(config.resolve_card())
     _run_with_progress(config, out_dir, _cache_dir(cache_dir), 0.01)
     target = figures_dir / spec.name
     target.mkdir(parents=True, exist_ok=True)
@@ -341,6 +385,87 @@ def noise_models() -> None:
     for cls in NOISE_MODELS.values():
         table.add_row(cls.name, cls.summary, cls.sigma_unit, cls.source)
     _console().print(table)
+
+
+devices_app = typer.Typer(
+    help="Device cards: a cell and a macro in one TOML file (list, show, fit).",
+    add_completion=False,
+    rich_markup_mode=None,
+)
+app.add_typer(devices_app, name="devices")
+
+
+@devices_app.callback(invoke_without_command=True)
+def devices(ctx: typer.Context) -> None:
+    """List the shipped device cards (select with --device NAME or a .toml path)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    from cimsim.devices import load_card, shipped_cards
+
+    table = Table(title="device cards (cimsim devices show NAME)")
+    for column in ("name", "model", "default --noise"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("periphery")
+    table.add_column("summary")
+    for name in shipped_cards():
+        card = load_card(name)
+        periphery = "ideal" if card.tile.is_ideal else _periphery_text(card.tile)
+        table.add_row(card.name, card.noise.name, card.noise_range, periphery, card.summary)
+    _console().print(table)
+
+
+def _periphery_text(tile: Any) -> str:
+    parts = [
+        f"{tile.rows} rows" if tile.rows else "",
+        f"DAC {tile.dac_bits} b" if tile.dac_bits else "",
+        f"ADC {tile.adc_bits} b" if tile.adc_bits else "",
+        f"out noise {tile.out_noise:g}" if tile.out_noise else "",
+    ]
+    return ", ".join(p for p in parts if p)
+
+
+@devices_app.command("show")
+def devices_show(
+    name: Annotated[str, typer.Argument(help="A shipped card name or a .toml card file.")],
+) -> None:
+    """Print a card: the model's formula, every parameter with its unit, the source."""
+    from cimsim.devices import describe, load_card
+
+    _console().print(describe(load_card(name)))
+
+
+@devices_app.command("fit")
+def devices_fit(
+    measurements: Annotated[
+        Path, typer.Argument(help="CSV: target_us, measured_us[, time_s][, device].")
+    ],
+    out: Annotated[Path, typer.Option(help="Where to write the fitted card (.toml).")],
+    name: Annotated[str | None, typer.Option(help="Card name (default: the file name).")] = None,
+    degree: Annotated[int, typer.Option(help="Degree of the programming-noise polynomial.")] = 2,
+) -> None:
+    """Fit an 'rram' card (programming noise vs conductance; drift exponent when times are
+    given) to measured conductances, and write it."""
+    from cimsim.fit import fit_card, write_card
+
+    card, report = fit_card(measurements, name=name or out.stem, degree=degree)
+    write_card(card, out)
+    _console().print(report.text())
+    _console().print(f"card written to {out}; use it with: cimsim sweep --device {out}")
+
+
+@devices_app.command("example-measurements")
+def devices_example(
+    out: Annotated[Path, typer.Argument(help="Where to write the CSV.")],
+) -> None:
+    """Write synthetic measurements of the shipped 'rram' card: the input format of `fit`."""
+    from cimsim.devices import load_card
+    from cimsim.fit import synthetic_measurements, write_measurements
+
+    rows = synthetic_measurements(load_card("rram"), times_s=(1.0, 3600.0, 86400.0))
+    write_measurements(rows, out)
+    _console().print(f"{len(rows)} measurements written to {out}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """Declarative experiments: a TOML file that names a sweep, reproduced by ``cimsim run FILE``.
 
-Format (every key optional except ``name``; the rest default to ``cimsim sweep``'s defaults)::
+Format (every key optional except ``name``; the rest default to ``cimsim sweep``'s defaults, and
+the keys are the command line's words)::
 
     name = "default-sweep"            # figures/<name>/ receives the figure and its data
     description = "..."
@@ -8,10 +9,12 @@ Format (every key optional except ``name``; the rest default to ``cimsim sweep``
     model = "minilm"
     task = "bbc-news"
     method = "lora"
-    noise_model = "channel"
-    noise = "0.01..0.1"               # range syntax of --noise
-    seeds = 3                         # chip instances per level
+    card = "channel"                  # device card: shipped name or .toml path
+    noise = "0.01..0.1"               # --noise: sigma's values (default: the card's range)
+    vary = "adc_bits=4..8:5"          # --vary: sweep another card field (noise: one sigma)
+    seeds = 3                         # chip instances per value
     seed = 0
+    engine = "cimsim"
     [sweep.lora]                      # LoraConfig fields
     [sweep.train]                     # TrainConfig fields
     [sweep.eval]                      # EvalConfig fields
@@ -26,14 +29,15 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from cimsim.devices import DEFAULT_CARD, load_card
 from cimsim.errors import CimsimError
 from cimsim.lora import LoraConfig
-from cimsim.ranges import parse_range
-from cimsim.sweep import EvalConfig, SweepConfig
+from cimsim.sweep import EvalConfig, SweepConfig, parse_axis
 from cimsim.train import TrainConfig
 
 _NESTED = {"lora": LoraConfig, "train": TrainConfig, "eval": EvalConfig}
-_RENAMED = {"noise": "sigmas", "seeds": "instances"}
+_SCALARS = {"model", "task", "method", "adapter", "card", "seed", "engine"}
+_AXIS = {"noise", "vary", "seeds"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,20 +70,22 @@ def load_experiment(path: Path) -> Experiment:
 def _sweep(path: Path, table: Any) -> SweepConfig:
     if not isinstance(table, dict):
         raise CimsimError(f"{path}: [sweep] must be a table")
-    fields = {f.name for f in dataclasses.fields(SweepConfig)}
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
-        field = _RENAMED.get(key, key)
-        # The file speaks the CLI's words: 'noise' and 'seeds', not the config's field names.
-        if field not in fields or key in _RENAMED.values():
+        if key in _NESTED:
+            kwargs[key] = _nested(path, key, _NESTED[key], value)
+        elif key in _SCALARS:
+            kwargs[key] = value
+        elif key not in _AXIS:
             raise CimsimError(f"{path}: unknown key sweep.{key}")
-        if field == "sigmas":
-            if not isinstance(value, str):
-                raise CimsimError(f"{path}: sweep.noise must be a range string like '0.01..0.1'")
-            value = tuple(parse_range(value))
-        elif field in _NESTED:
-            value = _nested(path, key, _NESTED[field], value)
-        kwargs[field] = value
+    for key in ("noise", "vary"):
+        if key in table and not isinstance(table[key], str):
+            raise CimsimError(f"{path}: sweep.{key} must be a string like '0.01..0.1'")
+    card = load_card(str(kwargs.get("card", DEFAULT_CARD)))
+    field, values, sigma = parse_axis(card, table.get("noise"), table.get("vary"))
+    kwargs.update(vary=field, values=values, sigma=sigma)
+    if "seeds" in table:
+        kwargs["instances"] = table["seeds"]
     try:
         return SweepConfig(**kwargs)
     except (TypeError, ValueError) as err:

@@ -1,7 +1,8 @@
 """Figures drawn from result tables alone: ``plot_*(frame, ax=None) -> Figure``.
 
 No global pyplot state: figures are built on ``matplotlib.figure.Figure`` so library calls never
-open windows or leak figures. Every figure names the noise model and sigma's unit on its x axis.
+open windows or leak figures. Every figure names the swept field, its unit and the device card on
+its x axis.
 """
 
 from __future__ import annotations
@@ -19,15 +20,17 @@ def plot_sweep(
     points: pd.DataFrame,
     *,
     ax: Axes | None = None,
-    sigma_label: str | None = None,
+    x_label: str | None = None,
     chance: float | None = None,
     budget: float | None = 0.01,
     title: str | None = None,
 ) -> Figure:
-    """Accuracy against sigma, mean ± std over chip instances, one curve per method.
+    """Accuracy against the swept value, mean ± std over chip instances, one curve per method
+    and card.
 
     The digital (noise-free) accuracy of each method is a dashed line; ``chance`` a dotted one;
-    with a ``budget`` the tolerance (largest sigma within ``budget`` of digital) is marked.
+    with a ``budget`` the tolerance (where mean accuracy leaves ``budget`` of digital) is marked.
+    Times spanning more than two decades are drawn on a log axis.
     """
     if ax is None:
         figure = Figure(figsize=(6.4, 4.8), layout="constrained")
@@ -37,48 +40,53 @@ def plot_sweep(
     summary = summarize(points)
     if summary.empty:
         raise ValueError("no noisy points to plot")
-    for (method, _), curve in summary.groupby(["method", "noise_model"], sort=False):
-        curve = curve.sort_values("sigma")
+    for (method, card), curve in summary.groupby(["method", "card"], sort=False):
+        curve = curve.sort_values("value")
         n = int(curve["n"].min())
         spread = curve["std"].fillna(0.0)
+        name = method if summary["card"].nunique() == 1 else f"{method}, {card}"
         line = ax.errorbar(
-            curve["sigma"],
+            curve["value"],
             curve["mean"],
             yerr=spread,
             marker="o",
             markersize=4,
             capsize=3,
-            label=f"{method}: mean ± std over {n} chip instance{'s' if n != 1 else ''}",
+            label=f"{name}: mean ± std over {n} chip instance{'s' if n != 1 else ''}",
         )
         colour = line[0].get_color()
         ax.fill_between(
-            curve["sigma"], curve["mean"] - spread, curve["mean"] + spread, color=colour, alpha=0.15
+            curve["value"], curve["mean"] - spread, curve["mean"] + spread, color=colour, alpha=0.15
         )
         digital = digital_accuracy(points, str(method))
-        if digital is not None:
-            ax.axhline(
-                digital,
-                color=colour,
-                linestyle="--",
-                linewidth=1,
-                label=f"{method}: digital (noise-free) {digital:.3f}",
-            )
-            if budget is not None:
-                tol = tolerance(curve, digital, budget)
-                if tol.bound == "interpolated":
-                    ax.axvline(
-                        tol.sigma,
-                        color=colour,
-                        linestyle=":",
-                        linewidth=1,
-                        label=f"{method}: tolerance σ ≈ {tol.sigma:.3g} "
-                        f"(digital − {budget * 100:g} pt)",
-                    )
+        if digital is None:
+            continue
+        ax.axhline(
+            digital,
+            color=colour,
+            linestyle="--",
+            linewidth=1,
+            label=f"{method}: digital (noise-free) {digital:.3f}",
+        )
+        if budget is not None:
+            tol = tolerance(curve, digital, budget)
+            if tol.bound == "interpolated":
+                symbol = "σ" if tol.field == "sigma" else tol.field
+                ax.axvline(
+                    tol.value,
+                    color=colour,
+                    linestyle=":",
+                    linewidth=1,
+                    label=f"{name}: tolerance {symbol} ≈ {tol.value:.3g} "
+                    f"(digital − {budget * 100:g} pt)",
+                )
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle=":", linewidth=1, label=f"chance {chance:.2f}")
-    unit = summary["sigma_unit"].iloc[0]
-    model_name = summary["noise_model"].iloc[0]
-    ax.set_xlabel(sigma_label or f"σ [{unit}] ({model_name} noise model)")
+    varied, unit = summary["varied"].iloc[0], summary["value_unit"].iloc[0]
+    values = summary["value"]
+    if str(varied).endswith("_s") and values.min() > 0 and values.max() / values.min() > 100:
+        ax.set_xscale("log")
+    ax.set_xlabel(x_label or f"{varied} [{unit}] ({summary['card'].iloc[0]} card)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)

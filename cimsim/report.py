@@ -13,7 +13,6 @@ import pandas as pd
 
 from cimsim.analysis import Tolerance, digital_accuracy, summarize, tolerance
 from cimsim.errors import CimsimError
-from cimsim.noise_models import NOISE_MODELS
 from cimsim.plots import plot_sweep, save_figure
 from cimsim.results import (
     CONFIG_FILE,
@@ -36,7 +35,16 @@ class Report:
     digital: float | None
     tolerance: Tolerance | None
     figures: list[Path]
-    sigma_unit: str
+    varied: str
+    unit: str
+
+
+def x_label(axis: dict, card: str) -> str:
+    """The x-axis text: the swept field, its unit, what produced it."""
+    if axis.get("varied", "sigma") == "sigma":
+        model = axis.get("noise_model")
+        return f"σ, programming noise [{axis.get('unit', '')}] ({card} card, {model} model)"
+    return f"{axis['varied']} [{axis.get('unit', '')}] ({card} card)"
 
 
 def write_report(run_dir: Path, *, budget: float = 0.01) -> Report:
@@ -55,22 +63,24 @@ def write_report(run_dir: Path, *, budget: float = 0.01) -> Report:
     write_atomic(run_dir / RESULTS_CSV, points.to_csv(index=False))
     write_atomic(run_dir / SUMMARY_CSV, summary.to_csv(index=False))
     digital = digital_accuracy(points)
-    noise_name = record.get("config", {}).get("noise_model", "")
-    noise_cls = NOISE_MODELS.get(noise_name)
-    unit = noise_cls.sigma_unit if noise_cls else str(record.get("noise", {}).get("sigma_unit", ""))
+    axis = record.get("axis")
+    axis = axis if isinstance(axis, dict) else {}
+    card_record = record.get("card")
+    card = str(card_record.get("name", "")) if isinstance(card_record, dict) else ""
     tol = tolerance(summary, digital, budget) if digital is not None and len(summary) else None
     figures: list[Path] = []
     if len(summary):
-        labels = record.get("task", {}).get("label_names") or []
+        task = record.get("task", {})
+        labels = task.get("label_names") or []
         model = record.get("model", {}).get("name", "")
-        task = record.get("task", {}).get("name", "")
-        n_eval = record.get("task", {}).get("n_eval", "?")
         figure = plot_sweep(
             points,
-            sigma_label=noise_cls.axis_label() if noise_cls else None,
+            x_label=x_label(axis, card),
             chance=1 / len(labels) if labels else None,
             budget=budget,
-            title=f"{model} on {task} ({n_eval} test examples), base weights on CIM tiles",
+            title=f"{model} on {task.get('name', '')} ({task.get('n_eval', '?')} test examples), "
+            "base weights on CIM tiles",
         )
         figures = save_figure(figure, run_dir / FIGURE_STEM)
-    return Report(points, summary, digital, tol, figures, unit)
+    varied = str(axis.get("varied", "sigma"))
+    return Report(points, summary, digital, tol, figures, varied, str(axis.get("unit", "")))

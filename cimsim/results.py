@@ -26,18 +26,24 @@ from typing import Any
 
 from cimsim.errors import CimsimError
 
-SCHEMA_VERSION = "cimsim.sweep/1"
+SCHEMA_VERSION = "cimsim.sweep/2"
 CONFIG_FILE = "config.json"
 POINTS_FILE = "points.jsonl"
 RESULTS_CSV = "results.csv"
 SUMMARY_CSV = "summary.csv"
 
-# One row per evaluated point. ``noise_model`` is "digital" for the noise-free reference row.
+# One row per evaluated point; ``card`` is "digital" for the noise-free reference row. ``varied``
+# names the swept field and ``value`` its value (in ``value_unit``); when the field is not sigma a
+# column named after it repeats the value, right after ``value_unit``.
 POINT_COLUMNS = (
     "model",
     "task",
     "method",
+    "card",
     "noise_model",
+    "varied",
+    "value",
+    "value_unit",
     "sigma",
     "sigma_unit",
     "instance",
@@ -168,12 +174,15 @@ def points_frame(rows: list[dict[str, Any]]):  # -> pandas.DataFrame
     # Chip seeds are 60-bit integers: built column by column so that no float64 stage (NaN for
     # the digital row's missing seed) ever rounds them.
     integer_columns = {"instance", "chip_seed", "n_correct", "n_examples"}
+    extra = sorted({key for row in rows for key in row} - set(POINT_COLUMNS))
+    at = POINT_COLUMNS.index("value_unit") + 1
+    columns = [*POINT_COLUMNS[:at], *extra, *POINT_COLUMNS[at:]]
     return pd.DataFrame(
         {
             column: pd.array(
                 [row.get(column) for row in rows],
                 dtype="Int64" if column in integer_columns else None,
             )
-            for column in POINT_COLUMNS
+            for column in columns
         }
     )

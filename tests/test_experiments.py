@@ -32,7 +32,7 @@ def test_nested_tables_fill_nested_configs(tmp_path: Path) -> None:
         '[sweep.lora]\nr = 4\ntarget_modules = ["query"]\n[sweep.eval]\ntest_size = 50\n'
     )
     sweep = load_experiment(path).sweep
-    assert (sweep.sigmas, sweep.instances) == ((0.0, 0.05, 0.1), 5)
+    assert (sweep.vary, sweep.values, sweep.instances) == ("sigma", (0.0, 0.05, 0.1), 5)
     assert (sweep.lora.r, sweep.lora.target_modules, sweep.eval.test_size) == (4, ("query",), 50)
 
 
@@ -43,11 +43,13 @@ def test_nested_tables_fill_nested_configs(tmp_path: Path) -> None:
         ("[sweep]\n", "'name'"),
         ('name = "x"\ncolour = 1\n', "unknown key"),
         ('name = "x"\n[sweep]\nsigmas = [0.1]\n', "unknown key sweep.sigmas"),
-        ('name = "x"\n[sweep]\nnoise = 0.1\n', "sweep.noise must be a range"),
+        ('name = "x"\n[sweep]\nnoise = 0.1\n', "sweep.noise must be a string"),
         ('name = "x"\n[sweep]\nnoise = "0.1..0.01"\n', "runs backwards"),
         ('name = "x"\n[sweep.lora]\nrank = 4\n', "unknown key sweep.lora.rank"),
         ('name = "x"\n[sweep.lora]\nr = 0\n', "rank must be >= 1"),
-        ('name = "x"\n[sweep]\nnoise_model = "foo"\n', "unknown noise model"),
+        ('name = "x"\n[sweep]\ncard = "foo"\n', "unknown device card"),
+        ('name = "x"\n[sweep]\nvary = "adc_bits"\n', "expected FIELD=RANGE"),
+        ('name = "x"\n[sweep]\nvary = "adc_bits=4..8:5"\nnoise = "0..1"\n', "one value"),
     ],
 )
 def test_bad_experiment_files(tmp_path: Path, text: str, message: str) -> None:
@@ -61,3 +63,17 @@ def test_bad_experiment_files(tmp_path: Path, text: str, message: str) -> None:
 def test_missing_experiment_file(tmp_path: Path) -> None:
     with pytest.raises(CimsimError, match="does not exist"):
         load_experiment(tmp_path / "nope.toml")
+
+
+def test_vary_with_a_fixed_sigma(tmp_path: Path) -> None:
+    path = tmp_path / "x.toml"
+    path.write_text(
+        'name = "x"\n[sweep]\ncard = "rram-macro"\nvary = "adc_bits=4..8:5"\nnoise = "1.5"\n'
+    )
+    sweep = load_experiment(path).sweep
+    assert (sweep.card, sweep.vary, sweep.values, sweep.sigma) == (
+        "rram-macro",
+        "adc_bits",
+        (4.0, 5.0, 6.0, 7.0, 8.0),
+        1.5,
+    )

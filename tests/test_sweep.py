@@ -28,7 +28,7 @@ SMALL = (
 SIGMAS = (0.05, 0.2)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-Key = tuple[str, float, int]
+Key = tuple[str, float | None, int]
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +77,9 @@ def evaluations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def points(run_dir: Path) -> dict[Key, dict[str, Any]]:
-    """The rows of ``points.jsonl`` by (noise model, sigma, instance), timings dropped."""
+    """The rows of ``points.jsonl`` by (card, value, instance), timings dropped."""
     rows = [json.loads(line) for line in (run_dir / "points.jsonl").read_text().splitlines()]
-    by_key = {(r["noise_model"], r["sigma"], r["instance"]): r for r in rows}
+    by_key = {(r["card"], r["value"], r["instance"]): r for r in rows}
     assert len(by_key) == len(rows), "a point was evaluated twice"
     for row in rows:
         del row["eval_seconds"]
@@ -100,21 +100,23 @@ def read_config(run_dir: Path) -> dict[str, Any]:
 def test_sweep_writes_a_complete_run_folder(finished: Path) -> None:
     record = read_config(finished)
     assert record["schema"] == SCHEMA_VERSION
-    assert {"config", "model", "task", "noise", "adapter", "sessions"} <= set(record)
-    assert record["config"]["sigmas"] == list(SIGMAS)
+    assert {"config", "model", "task", "card", "axis", "adapter", "sessions"} <= set(record)
+    assert record["config"]["values"] == list(SIGMAS)
     assert record["config"]["instances"] == 2
     assert record["model"]["kind"] == "encoder"
     assert record["task"]["label_names"] == ["money", "music", "sport"]
-    assert record["noise"]["name"] == "channel"
+    assert record["card"]["name"] == "channel"
     assert record["adapter"]["cached"] is False
     session = record["sessions"][0]
     assert {"packages", "git", "python"} <= set(session)
     assert session["packages"]["torch"]
 
     rows = points(finished)
-    assert set(rows) == {("digital", 0.0, -1)} | noisy_keys(SIGMAS)
+    assert set(rows) == {("digital", None, -1)} | noisy_keys(SIGMAS)
     for (noise_model, sigma, instance), row in rows.items():
-        expected = None if noise_model == "digital" else chip_seed(0, "channel", sigma, instance)
+        expected = (
+            None if noise_model == "digital" else chip_seed(0, "channel", "sigma", sigma, instance)
+        )
         assert row["chip_seed"] == expected
         assert row["n_examples"] == 12
         assert row["accuracy"] == row["n_correct"] / 12
@@ -140,7 +142,7 @@ def test_results_csv_keeps_chip_seeds_exact(finished: Path) -> None:
     noisy = results[results["noise_model"] == "channel"]
     assert len(noisy) == 4
     for row in noisy.to_dict("records"):
-        assert row["chip_seed"] == chip_seed(0, "channel", row["sigma"], row["instance"])
+        assert row["chip_seed"] == chip_seed(0, "channel", "sigma", row["sigma"], row["instance"])
 
 
 def test_result_files_follow_the_umask_like_points_jsonl(finished: Path) -> None:
@@ -179,8 +181,8 @@ def test_growing_the_grid_evaluates_only_the_new_points(
     assert main(argv) == 0
     assert len(evaluations) == 2
     assert (run_copy / "points.jsonl").read_bytes().startswith(before)
-    assert set(points(run_copy)) == {("digital", 0.0, -1)} | noisy_keys((0.05, 0.1, 0.2))
-    assert read_config(run_copy)["config"]["sigmas"] == [0.05, 0.1, 0.2]
+    assert set(points(run_copy)) == {("digital", None, -1)} | noisy_keys((0.05, 0.1, 0.2))
+    assert read_config(run_copy)["config"]["values"] == [0.05, 0.1, 0.2]
     summary = pd.read_csv(run_copy / "summary.csv")
     assert summary["n"].tolist() == [2, 2, 2]
 
@@ -230,7 +232,7 @@ def test_interrupted_sweep_keeps_its_points_and_resumes(
     assert messages[0].startswith("cimsim: interrupted")
     assert "2 finished points" in messages[0] and str(out) in messages[0]
     saved = points(out)
-    assert set(saved) == {("digital", 0.0, -1), ("channel", 0.05, 0)}
+    assert set(saved) == {("digital", None, -1), ("channel", 0.05, 0)}
     assert saved == {key: row for key, row in points(finished).items() if key in saved}
 
     monkeypatch.setattr(cimsim.evaluate, "evaluate", real)
@@ -248,7 +250,7 @@ def test_same_config_elsewhere_uses_the_cached_adapter_and_repeats_every_number(
     assert main(sweep_argv(shared, tiny_bert_dir, out)) == 0
     assert read_config(out)["adapter"]["cached"] is True
     assert points(out) == points(finished)
-    digital = ("digital", 0.0, -1)
+    digital = ("digital", None, -1)
     assert points(out)[digital]["accuracy"] == points(finished)[digital]["accuracy"]
 
 
@@ -274,7 +276,7 @@ def test_method_none_evaluates_the_base_model_without_an_adapter(
     assert not (run_dir / "adapter").exists()
     assert read_config(run_dir)["adapter"] is None
     rows = points(run_dir)
-    assert set(rows) == {("digital", 0.0, -1)} | noisy_keys((2.0, 5.0), instances=3)
+    assert set(rows) == {("digital", None, -1)} | noisy_keys((2.0, 5.0), instances=3)
     assert {row["method"] for row in rows.values()} == {"none"}
 
 
@@ -289,7 +291,7 @@ def test_another_root_seed_programs_other_chips(bare_runs: dict[str, Path]) -> N
     ours, theirs = points(bare_runs["seed1"]), points(bare_runs["seed0"])
     keys = noisy_keys((2.0, 5.0), instances=3)
     for key in keys:
-        assert ours[key]["chip_seed"] == chip_seed(1, "channel", key[1], key[2])
+        assert ours[key]["chip_seed"] == chip_seed(1, "channel", "sigma", key[1], key[2])
         assert ours[key]["chip_seed"] != theirs[key]["chip_seed"]
     assert any(ours[key]["accuracy"] != theirs[key]["accuracy"] for key in keys)
 
@@ -326,4 +328,4 @@ def test_causal_lm_sweep(shared: dict[str, Path], tiny_llama_dir: Path, tmp_path
     assert read_config(out)["model"]["kind"] == "causal"
     adapter_config = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert sorted(adapter_config["target_modules"]) == ["q_proj", "v_proj"]
-    assert set(points(out)) == {("digital", 0.0, -1)} | noisy_keys((0.05,))
+    assert set(points(out)) == {("digital", None, -1)} | noisy_keys((0.05,))
