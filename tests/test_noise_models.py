@@ -124,3 +124,79 @@ def test_every_model_documents_formula_unit_and_source(name: str) -> None:
     assert model.describe()["sigma_unit"] == cls.sigma_unit
     assert dataclasses.replace(model, sigma=0.2).sigma == 0.2
     assert name in cls.axis_label() and cls.sigma_unit in cls.axis_label()
+
+
+# ---------------------------------------------------------------- conductance-domain families
+
+
+def _rram(**fields: object):
+    from cimsim.noise_models import NOISE_MODELS
+
+    return NOISE_MODELS["rram"](**fields)
+
+
+@pytest.mark.parametrize("levels", [2, 4, 16])
+def test_levels_snap_the_pair_to_a_grid(levels: int) -> None:
+    weight = _weight(64, 512)
+    programmed = _rram(sigma=0.0, levels=levels).program(weight, torch.Generator())
+    normalised = programmed / weight.abs().amax(dim=1, keepdim=True)
+    grid = normalised * (levels - 1)  # g+ - g- on a pair of L-level devices: k / (L - 1)
+    assert torch.allclose(grid, grid.round(), atol=1e-4)
+    assert len(grid.round().unique()) <= 2 * levels - 1
+
+
+@pytest.mark.parametrize("rate", [0.01, 0.05])
+def test_stuck_at_rates(rate: float) -> None:
+    weight = torch.zeros(256, 1024)
+    weight[:, 0] = 1.0  # every row has full scale 1; all other targets are g+ = g- = g_min
+    stuck_high = _rram(sigma=0.0, stuck_at_gmax_rate=rate).program(weight, torch.Generator())
+    # A zero weight reads back non-zero when either of its two devices sticks at g_max.
+    hit = (stuck_high[:, 1:] != 0).float().mean().item()
+    assert hit == pytest.approx(1 - (1 - rate) ** 2, rel=0.05)  # 261k draws: s.e. < 2%
+    full = torch.ones(256, 1024)
+    stuck_low = _rram(sigma=0.0, stuck_at_gmin_rate=rate).program(full, torch.Generator())
+    # A full-scale weight loses it when its g+ device sticks at g_min (its g- is there anyway).
+    lost = (stuck_low == 0).float().mean().item()
+    assert lost == pytest.approx(rate, rel=0.05)
+
+
+@pytest.mark.parametrize("t", [10.0, 3600.0, 86400.0 * 365])
+def test_rram_drift_follows_the_power_law(t: float) -> None:
+    weight = _weight(32, 256)
+    model = _rram(sigma=0.0, drift_nu_mean=0.05, drift_nu_std=0.0, drift_t0_s=1.0, drift_time_s=t)
+    drifted = model.program(weight, torch.Generator())
+    assert torch.allclose(drifted, weight * t**-0.05, rtol=1e-4, atol=1e-7)
+    compensated = dataclasses.replace(model, drift_compensation=True)
+    assert torch.allclose(compensated.program(weight, torch.Generator()), weight, rtol=1e-4)
+
+
+def test_drift_spread_is_per_device() -> None:
+    weight = torch.ones(64, 2048)
+    model = _rram(sigma=0.0, drift_nu_mean=0.05, drift_nu_std=0.01, drift_time_s=1e4)
+    ratio = model.program(weight, torch.Generator().manual_seed(0))
+    nu = -ratio.log() / math.log(1e4)  # g- is at 0 and does not drift: g+ alone reads back
+    assert nu.mean().item() == pytest.approx(0.05, rel=0.01)
+    assert nu.std().item() == pytest.approx(0.01, rel=0.03)
+
+
+def test_reram_wan2022_only_at_fitted_times() -> None:
+    from cimsim.noise_models import NOISE_MODELS
+
+    NOISE_MODELS["reram-wan2022"](sigma=1.0, drift_time_s=86400.0)
+    with pytest.raises(ValueError, match="one of"):
+        NOISE_MODELS["reram-wan2022"](sigma=1.0, drift_time_s=3600.0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"g_min_us": 50.0}, "g_min_us < g_max_us"),
+        ({"levels": 1}, "levels must be 0"),
+        ({"stuck_at_gmin_rate": 0.6, "stuck_at_gmax_rate": 0.6}, "sum to <= 1"),
+        ({"drift_time_s": -1.0}, "drift_time_s"),
+        ({"read_noise": -0.1}, "read_noise"),
+    ],
+)
+def test_conductance_validation(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _rram(sigma=1.0, **fields)

@@ -329,3 +329,41 @@ def test_causal_lm_sweep(shared: dict[str, Path], tiny_llama_dir: Path, tmp_path
     adapter_config = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert sorted(adapter_config["target_modules"]) == ["q_proj", "v_proj"]
     assert set(points(out)) == {("digital", None, -1)} | noisy_keys((0.05,))
+
+
+# ---------------------------------------------------------------- device cards and other axes
+
+
+def test_vary_a_tile_field_on_a_card(
+    shared: dict[str, Path], tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "adc"
+    options = ("--device", "rram-macro", "--vary", "adc_bits=4,8", "--noise", "0.5")
+    assert main(sweep_argv(shared, tiny_bert_dir, out, *options)) == 0
+    record = read_config(out)
+    assert record["card"]["name"] == "rram-macro" and record["card"]["tile"]["rows"] == 512
+    assert record["axis"] == {**record["axis"], "varied": "adc_bits", "unit": "bits"}
+    results = pd.read_csv(out / "results.csv", dtype={"chip_seed": "Int64"})
+    noisy = results[results["card"] == "rram-macro"]
+    # The CSV follows the varied field: a column named after it, next to value and its unit.
+    assert sorted(noisy["adc_bits"].unique()) == [4, 8]
+    assert (noisy["varied"] == "adc_bits").all() and (noisy["value_unit"] == "bits").all()
+    assert (noisy["sigma"] == 0.5).all()
+    seeds = {chip_seed(0, "rram-macro", "adc_bits", v, i) for v in (4.0, 8.0) for i in range(2)}
+    assert set(noisy["chip_seed"]) == seeds
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["value"].tolist() == [4.0, 8.0]
+    assert (out / "sweep.png").stat().st_size > 0
+
+
+def test_a_users_card_file_and_a_drift_axis(
+    shared: dict[str, Path], tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    card = tmp_path / "lab.toml"
+    card.write_text('name = "lab"\n[device]\nmodel = "rram"\nsigma = 1.0\n')
+    out = tmp_path / "drift"
+    options = ("--device", str(card), "--vary", "drift_time_s=1,86400", "--noise", "1")
+    options += ("--method", "none")
+    assert main(sweep_argv(shared, tiny_bert_dir, out, *options)) == 0
+    assert read_config(out)["config"]["card"] == str(card)
+    assert "drift_time_s" in pd.read_csv(out / "results.csv").columns
