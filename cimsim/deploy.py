@@ -43,7 +43,7 @@ class AnalogLinear(nn.Module):
         super().__init__()
         self.base_layer = base_layer
         # (d_out, d_in) read-back weights; behind a simulated periphery instead the normalised
-        # per-tile slices (d_out, tiles, width) with their full scales (d_out, tiles).
+        # per-tile slices (tiles, width, d_out) with their full scales (tiles, 1, d_out).
         self.programmed_weight: torch.Tensor | None
         self.channel_scale: torch.Tensor | None
         self.register_buffer("programmed_weight", None, persistent=False)

@@ -123,12 +123,16 @@ def split_inputs(matrix: torch.Tensor, tile: TileConfig) -> torch.Tensor:
     return padded[..., index.to(matrix.device)]
 
 
-def program_tiles(weight: torch.Tensor, target: torch.Tensor, tile: TileConfig):
-    """Per-tile normalised programmed weights (d_out, tiles, width) and each (channel, tile)'s
-    full scale (d_out, tiles), max |w| of the target over that tile's slice of the row: each tile
-    maps its own slice onto the full conductance range (aihwkit's column-wise weight scaling)."""
+def program_tiles(
+    weight: torch.Tensor, target: torch.Tensor, tile: TileConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-tile normalised programmed weights, tile-major for ``bmm``: (tiles, width, d_out), and
+    each (tile, channel)'s full scale (tiles, 1, d_out): max |w| of the target over that tile's
+    slice of the row. Each tile maps its own slice onto the full conductance range (aihwkit's
+    column-wise weight scaling)."""
     scale = split_inputs(target, tile).abs().amax(dim=-1).clamp(min=_ZERO_CLIP)  # (d_out, tiles)
-    return split_inputs(weight, tile) / scale[..., None], scale
+    weight_n = split_inputs(weight, tile) / scale[..., None]  # (d_out, tiles, width)
+    return weight_n.permute(1, 2, 0).contiguous(), scale.T.unsqueeze(1).contiguous()
 
 
 def analog_linear(
@@ -142,13 +146,14 @@ def analog_linear(
 ) -> torch.Tensor:
     """``F.linear`` through the tile periphery (module docstring), with ``weight_n, scale`` from
     :func:`program_tiles`."""
-    d_out = weight_n.shape[0]
-    slices = split_inputs(x.reshape(-1, x.shape[-1]), tile)  # (n, tiles, width)
-    alpha = slices.abs().amax(dim=-1, keepdim=True).clamp(min=_ZERO_CLIP)  # (n, tiles, 1)
+    d_out = weight_n.shape[-1]
+    slices = split_inputs(x.reshape(-1, x.shape[-1]), tile).transpose(0, 1)  # (tiles, n, width)
+    alpha = slices.abs().amax(dim=-1, keepdim=True).clamp(min=_ZERO_CLIP)  # (tiles, n, 1)
     partial = _tile_outputs(slices / alpha, weight_n, tile, read_noise, generator)
-    out = (partial * alpha * scale.T).sum(dim=1)  # (n, d_out): digital sum over tiles
+    out = partial.mul_(alpha).mul_(scale)  # (tiles, n, d_out), back to weight x input units
+    out = out[0] if out.shape[0] == 1 else out.sum(dim=0)  # digital sum over tiles
     if bias is not None:
-        out = out + bias
+        out = out.add_(bias)
     return out.view(*x.shape[:-1], d_out)
 
 
@@ -159,24 +164,29 @@ def _tile_outputs(
     read_noise: float,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
-    """Normalised outputs of every tile, (n, tiles, d_out).
+    """Normalised outputs of every tile, (tiles, n, d_out).
 
-    Iterative bound management re-runs, at half the input scale each time, only the (input,
-    tile) rows whose output saturated; aihwkit's torch tile re-runs the whole batch when any row
+    Iterative bound management re-runs, at half the input scale each time, only the (tile,
+    input) rows whose output saturated; aihwkit's torch tile re-runs the whole batch when any row
     saturates, which changes the other rows' noise but not their expected value.
     """
     raw = _one_pass(x_n, weight_n, tile, read_noise, generator)  # at the current scale
     if tile.bound_management == "none" or tile.adc_bits == 0:
         return raw
-    factor = torch.ones_like(x_n[..., :1])  # (n, tiles, 1): how much each input was reduced
+    factor = torch.ones_like(x_n[..., :1])  # (tiles, n, 1): how much each input was reduced
     for _ in range(tile.max_bound_iterations):
-        saturated = (raw.abs() >= tile.out_bound).any(dim=-1, keepdim=True)  # (n, tiles, 1)
+        saturated = _saturated(raw, tile.out_bound)  # (tiles, n, 1)
         if not saturated.any():
             break
         factor = torch.where(saturated, factor * 2, factor)
         again = _one_pass(x_n / factor, weight_n, tile, read_noise, generator)
         raw = torch.where(saturated, again, raw)
-    return raw * factor
+    return raw.mul_(factor)
+
+
+def _saturated(y: torch.Tensor, bound: float) -> torch.Tensor:
+    """Rows with an output at the ADC's bound (by reductions: no full-size temporary)."""
+    return (y.amax(dim=-1, keepdim=True) >= bound) | (y.amin(dim=-1, keepdim=True) <= -bound)
 
 
 def _one_pass(
@@ -186,16 +196,17 @@ def _one_pass(
     read_noise: float,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
-    """DAC -> MVM -> read and output noise -> ADC, for inputs (n, tiles, rows)."""
+    """DAC -> MVM -> read and output noise -> ADC, for inputs (tiles, n, width)."""
     x_q = quantise(x_n, tile.dac_bits, tile.inp_bound)
-    y = torch.einsum("ntr,otr->nto", x_q, weight_n)  # (n, tiles, d_out)
-    if read_noise > 0:
-        norm = x_q.norm(dim=-1, keepdim=True)  # (n, tiles, 1)
-        y = y + read_noise * norm * _normal(y, generator)
-    if tile.out_noise > 0:
-        y = y + tile.out_noise * _normal(y, generator)
-    return quantise(y, tile.adc_bits, tile.out_bound)
-
-
-def _normal(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+    y = torch.bmm(x_q, weight_n)  # (tiles, n, d_out)
+    if read_noise > 0 or tile.out_noise > 0:
+        # Read noise (std read_noise * ||x_q||) and output noise (std out_noise) are independent
+        # Gaussians: one draw with the combined std is the same distribution, at half the cost.
+        variance = (read_noise * x_q.norm(dim=-1, keepdim=True)).square_().add_(tile.out_noise**2)
+        noise = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
+        y.addcmul_(noise, variance.sqrt_())
+    if tile.adc_bits == 0:
+        return y
+    # quantise() in place, on the output's (large) tensor: round to steps, clip, back to units.
+    step = 2 * tile.out_bound / (2**tile.adc_bits - 2)
+    return y.mul_(1 / step).round_().mul_(step).clamp_(-tile.out_bound, tile.out_bound)

@@ -24,14 +24,14 @@ def test_default_figure_reproduces_from_its_config(tmp_path: Path) -> None:
     config = from_dict(SweepConfig, record["config"])
     assert config == SweepConfig(), "the headline figure must show the default command"
     committed = {
-        (r["noise_model"], r["instance"]): r
+        (r["card"], r["instance"]): r
         for r in read_points(FIGURE_DIR / "points.jsonl")
-        if r["sigma"] in (0.0, 0.05)
+        if r["value"] in (None, 0.05)
     }
     # Re-train the adapter from scratch, then re-run the digital point and one chip instance.
-    subset = dataclasses.replace(config, sigmas=(0.05,), instances=1)
+    subset = dataclasses.replace(config, values=(0.05,), instances=1)
     out = run_sweep(subset, tmp_path / "run", cache_dir=tmp_path / "cache")
-    fresh = {(r["noise_model"], r["instance"]): r for r in read_points(out / "points.jsonl")}
+    fresh = {(r["card"], r["instance"]): r for r in read_points(out / "points.jsonl")}
     assert fresh[("channel", 0)]["chip_seed"] == committed[("channel", 0)]["chip_seed"]
     # Same seeds, data and code: the same predictions up to float non-associativity across
     # CPUs, which may flip an argmax or two out of 300 (hence 1% rather than exact equality).
