@@ -88,7 +88,7 @@ def plot_sweep(
         ax.set_xscale("log")
     ax.set_xlabel(x_label or f"{varied} [{unit}] ({summary['card'].iloc[0]} card)")
     ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.02)
+    ax.set_ylim(0, 1.05)
     ax.grid(alpha=0.3)
     # Below the axes, so it never hides a curve whatever its shape.
     figure.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)

@@ -200,3 +200,17 @@ def test_reram_wan2022_only_at_fitted_times() -> None:
 def test_conductance_validation(fields: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         _rram(sigma=1.0, **fields)
+
+
+def test_rram_programming_std_follows_its_polynomial() -> None:
+    coefficients = (0.8, 1.2, -0.5)  # µS at x = g / g_max = 0, per x, per x^2
+    levels = torch.tensor([0.25, 0.5, 1.0]).repeat_interleave(20000)
+    weight = levels.unsqueeze(0)  # (1, 60000): one row, full scale 1, so g+ = 40 µS * w
+    programmed = _rram(sigma=1.5, prog_coeffs_us=coefficients).program(
+        weight, torch.Generator().manual_seed(0)
+    )
+    for level in (0.25, 0.5, 1.0):
+        error_us = (programmed[0, levels == level] - level) * 40.0
+        std_plus = 1.5 * (0.8 + 1.2 * level - 0.5 * level**2)
+        std_minus = 1.5 * 0.8 * (0.5 - 1 / (2 * math.pi)) ** 0.5  # g- at 0 µS, clipped
+        assert error_us.std().item() == pytest.approx(math.hypot(std_plus, std_minus), rel=0.03)
