@@ -247,6 +247,11 @@ def run_sweep(
 
     progress = progress or Silent()
     card = config.resolve_card()  # before any work: a bad card or value fails at once
+    if config.engine == "aihwkit":
+        from cimsim.aihwkit_engine import rpu_config
+
+        for value in config.values:  # refuses what aihwkit cannot simulate, also before any work
+            rpu_config(card.with_value(config.vary, value))
     record, rows = _prepare_run_dir(config, card, out_dir)
     done = {(r["card"], r["varied"], r["value"], r["instance"]) for r in rows}
 

@@ -367,3 +367,23 @@ def test_a_users_card_file_and_a_drift_axis(
     assert main(sweep_argv(shared, tiny_bert_dir, out, *options)) == 0
     assert read_config(out)["config"]["card"] == str(card)
     assert "drift_time_s" in pd.read_csv(out / "results.csv").columns
+
+
+def test_the_aihwkit_engine_runs_the_same_sweep(
+    shared: dict[str, Path], tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "aihwkit"
+    options = ("--device", "pcm", "--noise", "1", "--engine", "aihwkit", "--method", "none")
+    assert main(sweep_argv(shared, tiny_bert_dir, out, *options)) == 0
+    assert read_config(out)["config"]["engine"] == "aihwkit"
+    assert len(points(out)) == 1 + 2  # digital + 2 chips
+
+
+def test_the_aihwkit_engine_refuses_what_it_cannot_simulate(
+    shared: dict[str, Path], tiny_bert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    options = ("--device", "rram-macro", "--noise", "1", "--engine", "aihwkit", "--method", "none")
+    assert main(sweep_argv(shared, tiny_bert_dir, tmp_path / "x", *options)) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("cimsim: error:") and "\n" not in error
+    assert not (tmp_path / "x").exists()  # refused before any work
