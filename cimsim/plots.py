@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from cimsim.analysis import digital_accuracy, summarize, tolerance
 
@@ -86,6 +87,8 @@ def plot_sweep(
     values = summary["value"]
     if str(varied).endswith("_s") and values.min() > 0 and values.max() / values.min() > 100:
         ax.set_xscale("log")
+    elif (values == values.round()).all() and values.max() >= 2:  # bits, levels, rows: no 4.5
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(x_label or f"{varied} [{unit}] ({summary['card'].iloc[0]} card)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.05)
