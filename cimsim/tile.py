@@ -133,15 +133,21 @@ def join_inputs(slices: torch.Tensor, d_in: int, tile: TileConfig) -> torch.Tens
     return out[..., :d_in]
 
 
+def output_unit(tile: TileConfig) -> float:
+    """One ADC step in full-scale output units (1 without an ADC): the unit tiles compute in."""
+    return 2 * tile.out_bound / (2**tile.adc_bits - 2) if tile.adc_bits else 1.0
+
+
 def program_tiles(
     weight: torch.Tensor, target: torch.Tensor, tile: TileConfig
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-tile normalised programmed weights, tile-major for ``bmm``: (tiles, width, d_out), and
     each (tile, channel)'s full scale (tiles, 1, d_out): max |w| of the target over that tile's
     slice of the row. Each tile maps its own slice onto the full conductance range (aihwkit's
-    column-wise weight scaling)."""
+    column-wise weight scaling). The weights are stored in units of one ADC step
+    (:func:`output_unit`), so the matrix product lands directly on the ADC's code scale."""
     scale = split_inputs(target, tile).abs().amax(dim=-1).clamp(min=_ZERO_CLIP)  # (d_out, tiles)
-    weight_n = split_inputs(weight, tile) / scale[..., None]  # (d_out, tiles, width)
+    weight_n = split_inputs(weight, tile) / (scale[..., None] * output_unit(tile))
     return weight_n.permute(1, 2, 0).contiguous(), scale.T.unsqueeze(1).contiguous()
 
 
@@ -160,7 +166,8 @@ def analog_linear(
     slices = split_inputs(x.reshape(-1, x.shape[-1]), tile).transpose(0, 1)  # (tiles, n, width)
     alpha = slices.abs().amax(dim=-1, keepdim=True).clamp(min=_ZERO_CLIP)  # (tiles, n, 1)
     partial = _tile_outputs(slices / alpha, weight_n, tile, read_noise, generator)
-    out = partial.mul_(alpha).mul_(scale)  # (tiles, n, d_out), back to weight x input units
+    # (tiles, n, d_out): from ADC steps back to weight x input units
+    out = partial.mul_(alpha * output_unit(tile)).mul_(scale)
     out = out[0] if out.shape[0] == 1 else out.sum(dim=0)  # digital sum over tiles
     if bias is not None:
         out = out.add_(bias)
@@ -203,24 +210,25 @@ def _one_pass(
     generator: torch.Generator | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """DAC -> MVM -> read and output noise -> ADC, for inputs (tiles, n, width); returns the
-    outputs and which rows saturated the ADC (None without an ADC)."""
+    outputs in ADC steps (:func:`output_unit`) and which rows saturated the ADC (None without)."""
+    unit = output_unit(tile)
     x_q = quantise(x_n, tile.dac_bits, tile.inp_bound)
-    y = torch.bmm(x_q, weight_n)  # (tiles, n, d_out)
+    y = torch.bmm(x_q, weight_n)  # (tiles, n, d_out), in ADC steps
     if read_noise > 0 or tile.out_noise > 0:
         noise = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
         if read_noise == 0:
-            y.add_(noise, alpha=tile.out_noise)
+            y.add_(noise, alpha=tile.out_noise / unit)
         else:
             # Read noise (std read_noise * ||x_q||) and output noise (std out_noise) are
             # independent Gaussians: one draw with the combined std is the same distribution.
             norm = x_q.norm(dim=-1, keepdim=True)  # (tiles, n, 1)
-            y.addcmul_(noise, (read_noise * norm).square_().add_(tile.out_noise**2).sqrt_())
+            std = (read_noise * norm).square_().add_(tile.out_noise**2).sqrt_().div_(unit)
+            y.addcmul_(noise, std)
     if tile.adc_bits == 0:
         return y, None
-    # quantise() in place on the output's (large) tensor, in units of one ADC step. A row
+    # The ADC, in place on the output's (large) tensor: round to the nearest code. A row
     # saturates when its rounded code lies beyond the last one (aihwkit's test, before clipping).
-    step = 2 * tile.out_bound / (2**tile.adc_bits - 2)
-    codes = y.mul_(1 / step).round_()
+    codes = y.round_()
     top = 2 ** (tile.adc_bits - 1) - 1
     saturated = (codes.amax(dim=-1, keepdim=True) > top) | (codes.amin(dim=-1, keepdim=True) < -top)
-    return codes.clamp_(-top, top).mul_(step), saturated
+    return codes.clamp_(-top, top), saturated
