@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
-import tomllib
 import typing
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 from cimsim.errors import CimsimError
 from cimsim.noise_models import NOISE_MODELS, NoiseModel
 from cimsim.ranges import parse_range
+from cimsim.results import read_toml
 from cimsim.tile import TileConfig
 
 DEFAULT_CARD = "channel"
@@ -138,12 +138,7 @@ def load_card(name_or_path: str) -> DeviceCard:
 
 
 def _read(path: Path, origin: str) -> DeviceCard:
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise CimsimError(f"device card {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise CimsimError(f"device card {path} is not valid TOML: {err}") from None
+    raw = read_toml(path, "device card")
     return card_from_dict(raw, origin=origin, default_name=path.stem)
 
 

@@ -25,13 +25,13 @@ An invalid file is a one-line error naming the file and the field.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from cimsim.devices import DEFAULT_CARD, load_card
 from cimsim.errors import CimsimError
 from cimsim.lora import LoraConfig
+from cimsim.results import read_toml
 from cimsim.sweep import EvalConfig, SweepConfig, parse_axis
 from cimsim.train import TrainConfig
 
@@ -50,12 +50,7 @@ class Experiment:
 
 def load_experiment(path: Path) -> Experiment:
     """Parse and validate an experiment file."""
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise CimsimError(f"experiment file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise CimsimError(f"experiment file {path} is not valid TOML: {err}") from None
+    raw = read_toml(path, "experiment file")
     name = raw.get("name")
     if not isinstance(name, str) or not name or "/" in name:
         raise CimsimError(f"{path}: 'name' must be a non-empty string without '/'")

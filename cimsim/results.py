@@ -21,6 +21,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,16 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CimsimError(f"{path} does not hold a JSON object")
     return data
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file the user wrote (``what`` names it in errors: "device card", ...)."""
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise CimsimError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise CimsimError(f"{what} {path} is not valid TOML: {err}") from None
 
 
 def read_points(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
