@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.metadata
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -131,7 +130,6 @@ MODELS: dict[str, ModelSpec] = {
         ),
     )
 }
-DEFAULT_MODEL = "minilm"
 
 # Default LoRA targets by architecture when a user brings their own model (q and v, as in the
 # LoRA paper; peft's names for each family).
@@ -252,11 +250,3 @@ def list_models() -> list[dict[str, object]]:
             }
         )
     return rows
-
-
-def describe_config(path: Path) -> dict[str, object]:
-    """The model's own config.json as a dict (saved with results for reproducibility)."""
-    try:
-        return dict(json.loads((Path(path) / "config.json").read_text()))
-    except (OSError, ValueError):
-        return {}
