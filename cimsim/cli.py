@@ -108,8 +108,20 @@ def sweep(
         str, typer.Option(help="Registered task or a .jsonl/.csv with text,label.")
     ] = "bbc-news",
     method: Annotated[
-        str, typer.Option(help="lora: train LoRA on the ideal base; none: base model only.")
+        str,
+        typer.Option(
+            help="How LoRA is trained: lora (ideal base), noise-aware (a fresh noisy base every "
+            "step), halora ((1-lam) ideal + lam noisy + mu spectral); none: base model only."
+        ),
     ] = "lora",
+    lam: Annotated[float, typer.Option(help="halora: weight of the noisy loss.")] = 0.5,
+    mu: Annotated[float, typer.Option(help="halora: weight of the spectral regulariser.")] = 1e-3,
+    train_device: Annotated[
+        str, typer.Option(help="Device card of the training noise (noise-aware, halora).")
+    ] = "channel",
+    train_noise: Annotated[
+        float, typer.Option(help="Sigma of the training noise, in that card's unit.")
+    ] = 0.05,
     adapter: Annotated[
         Path | None, typer.Option(help="Evaluate this peft LoRA adapter instead of training.")
     ] = None,
@@ -177,7 +189,16 @@ def sweep(
                 lora_alpha=lora_alpha,
                 target_modules=tuple(t.strip() for t in lora_targets.split(",") if t.strip()),
             ),
-            train=TrainConfig(epochs=epochs, train_size=train_size or None, lr=lr, seed=seed),
+            train=TrainConfig(
+                epochs=epochs,
+                train_size=train_size or None,
+                lr=lr,
+                seed=seed,
+                lam=lam,
+                mu=mu,
+                noise_card=train_device,
+                noise_sigma=train_noise,
+            ),
             eval=EvalConfig(
                 test_size=test_size or None, max_length=max_length, batch_size=batch_size
             ),

@@ -47,7 +47,7 @@ from cimsim.results import (
 )
 from cimsim.train import TrainConfig
 
-METHODS = ("lora", "none")
+METHODS = ("lora", "noise-aware", "halora", "none")
 ENGINES = ("cimsim", "aihwkit")
 DEFAULT_NOISE = "0.01..0.1"
 # Fields that may change between a run and its resumption: the grid may grow.
@@ -81,7 +81,8 @@ class SweepConfig:
     task: str = "bbc-news"
     """Registered task name or a local .jsonl/.csv file with text,label."""
     method: str = "lora"
-    """'lora': train LoRA on the ideal base (cached); 'none': the base model alone."""
+    """How the adapter is trained (cached): 'lora' (ideal base), 'noise-aware' (noisy base),
+    'halora' (both + spectral regulariser; cimsim.objectives); 'none': the base model alone."""
     adapter: str | None = None
     """A peft LoRA adapter directory to evaluate instead of training one."""
     card: str = DEFAULT_CARD
@@ -118,7 +119,8 @@ class SweepConfig:
             )
         if self.adapter is not None and self.method != "lora":
             raise CimsimError(
-                "--adapter gives a LoRA adapter; it cannot be combined with --method none"
+                f"--adapter gives a trained LoRA adapter; it cannot be combined with "
+                f"--method {self.method}"
             )
         if not self.values:
             raise CimsimError("the sweep needs at least one value")
@@ -252,6 +254,8 @@ def run_sweep(
 
         for value in config.values:  # refuses what aihwkit cannot simulate, also before any work
             rpu_config(card.with_value(config.vary, value))
+    if config.method in ("noise-aware", "halora"):
+        load_card(config.train.noise_card).with_value("sigma", config.train.noise_sigma)
     record, rows = _prepare_run_dir(config, card, out_dir)
     done = {(r["card"], r["varied"], r["value"], r["instance"]) for r in rows}
 
@@ -268,10 +272,10 @@ def run_sweep(
         load_adapter(loaded.model, Path(config.adapter))
         adapter_record = {"source": str(Path(config.adapter).resolve())}
         adapter_dir = Path(config.adapter)
-    elif config.method == "lora":
+    elif config.method != "none":
         lora = config.lora.resolve(loaded.lora_targets)
         adapter_dir, adapter_record = trained_adapter(
-            loaded, scorer, task, lora, config.train, cache_dir, progress
+            loaded, scorer, task, lora, config.train, cache_dir, progress, config.method
         )
     if adapter_dir is not None and not (out_dir / "adapter").exists():
         shutil.copytree(adapter_dir, out_dir / "adapter")

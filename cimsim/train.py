@@ -1,7 +1,9 @@
 """Train a LoRA adapter for a task, and cache it by everything that determines it.
 
-Method ``lora``: plain LoRA on the ideal (digital) base, cross-entropy over the label logits of
-:mod:`cimsim.scoring`. Only the LoRA branches and the encoder scorer's temperature are trained;
+Methods (:mod:`cimsim.objectives`): ``lora`` (ideal base), ``noise-aware`` (a fresh noisy base
+every step) and ``halora`` (both, plus a spectral regulariser), each a cross-entropy over the
+label logits of :mod:`cimsim.scoring`. Only the LoRA branches and the encoder scorer's
+temperature are trained;
 the base model stays frozen and in eval mode (no dropout), so a step is deterministic given the
 seed. The adapter is saved in peft's format under ``<cache>/adapters/<key>/`` where ``key`` hashes
 the model and task fingerprints, the LoRA shape, the training config and the scorer's input
@@ -22,9 +24,11 @@ import torch
 from torch import nn
 
 from cimsim.config import config_hash, to_dict
+from cimsim.devices import load_card
 from cimsim.errors import CimsimError
 from cimsim.lora import LoraConfig, add_lora, load_adapter, save_adapter
 from cimsim.models import LoadedModel
+from cimsim.objectives import objective_loss
 from cimsim.progress import Progress, Silent
 from cimsim.results import default_mode
 from cimsim.scoring import EncoderScorer, Scorer
@@ -50,7 +54,15 @@ class TrainConfig:
     weight_decay: float = 0.0
     """AdamW weight decay."""
     seed: int = 0
-    """Seeds the LoRA init, the subsample and the batch order."""
+    """Seeds the LoRA init, the subsample, the batch order and the training chips."""
+    lam: float = 0.5
+    """halora: weight of the noisy loss, (1 - lam) L_ideal + lam L_noisy."""
+    mu: float = 1e-3
+    """halora: weight of the spectral regulariser ||A A^T||_2 + ||B^T B||_2."""
+    noise_card: str = "channel"
+    """noise-aware, halora: device card of the training noise (independent of evaluation)."""
+    noise_sigma: float = 0.05
+    """noise-aware, halora: sigma of the training noise, in the card's unit."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -59,6 +71,24 @@ class TrainConfig:
             raise ValueError("train_size must be >= 1")
         if not self.lr > 0:
             raise ValueError("lr must be positive")
+        if not 0 <= self.lam <= 1:
+            raise ValueError("lam must be in [0, 1]")
+        if not self.mu >= 0:
+            raise ValueError("mu must be >= 0")
+
+    def objective_fields(self, method: str) -> dict[str, object]:
+        """The fields that shape ``method``'s objective (none for plain lora)."""
+        if method == "lora":
+            return {}
+        fields: dict[str, object] = {"noise_card": self.noise_card, "noise_sigma": self.noise_sigma}
+        if method == "halora":
+            fields.update(lam=self.lam, mu=self.mu)
+        return fields
+
+    def base(self) -> dict[str, object]:
+        """The fields every method shares."""
+        shared = {"lam", "mu", "noise_card", "noise_sigma"}
+        return {k: v for k, v in to_dict(self).items() if k not in shared}
 
 
 def init_lora(model: nn.Module, lora: LoraConfig, seed: int) -> list[str]:
@@ -72,48 +102,73 @@ def init_lora(model: nn.Module, lora: LoraConfig, seed: int) -> list[str]:
 
 
 def train_lora(
-    scorer: Scorer, task: Task, config: TrainConfig, progress: Progress | None = None
-) -> list[float]:
-    """Train the scorer's trainable parameters on ``task``; returns the loss of every step."""
+    scorer: Scorer,
+    model: nn.Module,
+    task: Task,
+    config: TrainConfig,
+    method: str = "lora",
+    progress: Progress | None = None,
+) -> list[dict[str, float]]:
+    """Train the scorer's trainable parameters on ``task`` with ``method``'s objective; returns
+    the log of every step (total loss and its ideal / noisy / spectral parts)."""
     progress = progress or Silent()
+    card = load_card(config.noise_card).with_value("sigma", config.noise_sigma)
     split = task.train.subset(config.train_size, seed=config.seed)
     params = [p for p in scorer.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     n_batches = -(-len(split) // config.batch_size)
-    progress.stage("training LoRA (ideal base)", config.epochs * n_batches)
+    progress.stage(f"training LoRA ({method})", config.epochs * n_batches)
     labels = torch.tensor(split.labels)
-    losses = []
+    log: list[dict[str, float]] = []
     for _ in range(config.epochs):
         order = torch.randperm(len(split), generator=generator)
         for start in range(0, len(split), config.batch_size):
             index = order[start : start + config.batch_size]
             texts = [split.texts[i] for i in index]
-            logits = scorer(texts, task)  # (batch, n_labels)
-            loss = nn.functional.cross_entropy(logits, labels[index].to(logits.device))
+            loss, parts = objective_loss(
+                method,
+                scorer,
+                model,
+                texts,
+                labels[index].to(scorer.device),
+                task,
+                card=card,
+                lam=config.lam,
+                mu=config.mu,
+                seed=config.seed,
+                step=len(log),
+            )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            losses.append(loss.item())
+            log.append({"loss": loss.item(), **parts})
             progress.advance()
-    return losses
+    return log
 
 
 def adapter_key(
-    loaded: LoadedModel, task: Task, lora: LoraConfig, train: TrainConfig, max_length: int
+    loaded: LoadedModel,
+    task: Task,
+    lora: LoraConfig,
+    train: TrainConfig,
+    max_length: int,
+    method: str = "lora",
 ) -> str:
-    """Hash of everything that determines the trained adapter."""
-    return config_hash(
-        {
-            "trainer": TRAINER_VERSION,
-            "model": loaded.fingerprint,
-            "task": task.fingerprint,
-            "lora": to_dict(lora),
-            "train": to_dict(train),
-            "max_length": max_length,
-        },
-        length=16,
-    )
+    """Hash of everything that determines the trained adapter (a field that does not shape the
+    method's objective, such as lam for plain lora, does not change it)."""
+    key: dict[str, object] = {
+        "trainer": TRAINER_VERSION,
+        "model": loaded.fingerprint,
+        "task": task.fingerprint,
+        "lora": to_dict(lora),
+        "train": train.base(),
+        "max_length": max_length,
+    }
+    if method != "lora":
+        key.update(method=method, objective=train.objective_fields(method))
+        key["card"] = load_card(train.noise_card).to_dict()
+    return config_hash(key, length=16)
 
 
 def trained_adapter(
@@ -124,13 +179,12 @@ def trained_adapter(
     train: TrainConfig,
     cache_dir: Path,
     progress: Progress | None = None,
+    method: str = "lora",
 ) -> tuple[Path, dict]:
-    """Give ``loaded.model`` the trained adapter for this config, from cache or by training.
-
-    Returns the adapter directory and its training record (losses, seconds, whether cached).
-    """
+    """Give ``loaded.model`` the adapter ``method`` trains for this config, from cache or by
+    training. Returns the adapter directory and its training record (log, seconds, cached)."""
     progress = progress or Silent()
-    key = adapter_key(loaded, task, lora, train, scorer.max_length)
+    key = adapter_key(loaded, task, lora, train, scorer.max_length, method)
     path = cache_dir / "adapters" / key
     if (path / SIDECAR).is_file():
         load_adapter(loaded.model, path)
@@ -144,13 +198,13 @@ def trained_adapter(
     if isinstance(scorer, EncoderScorer):
         scorer.log_scale.requires_grad_(True)
     started = time.perf_counter()
-    losses = train_lora(scorer, task, train, progress)
+    log = train_lora(scorer, loaded.model, task, train, method, progress)
     record = {
         "key": key,
-        "method": "lora",
+        "method": method,
         "lora": to_dict(lora),
         "train": to_dict(train),
-        "losses": losses,
+        "log": log,
         "train_seconds": round(time.perf_counter() - started, 2),
         "log_scale": scorer.log_scale.item() if isinstance(scorer, EncoderScorer) else None,
     }

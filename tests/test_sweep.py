@@ -387,3 +387,18 @@ def test_the_aihwkit_engine_refuses_what_it_cannot_simulate(
     error = capsys.readouterr().err.strip()
     assert error.startswith("cimsim: error:") and "\n" not in error
     assert not (tmp_path / "x").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("method", ["noise-aware", "halora"])
+def test_noise_robust_methods_train_their_own_cached_adapter(
+    shared: dict[str, Path], tiny_bert_dir: Path, tmp_path: Path, method: str
+) -> None:
+    out = tmp_path / method
+    options = ("--method", method, "--train-noise", "0.1", "--noise", "0.05")
+    assert main(sweep_argv(shared, tiny_bert_dir, out, *options)) == 0
+    record = read_config(out)["adapter"]
+    assert record["method"] == method and record["cached"] is False
+    parts = {"noisy"} if method == "noise-aware" else {"ideal", "noisy", "spectral"}
+    assert all(parts <= set(step) for step in record["log"])
+    assert main(sweep_argv(shared, tiny_bert_dir, tmp_path / "again", *options)) == 0
+    assert read_config(tmp_path / "again")["adapter"]["cached"] is True
