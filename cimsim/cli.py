@@ -6,6 +6,7 @@ instant. Every user error ends as one line on stderr and exit code 2 (see :func:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -68,6 +69,7 @@ _TORCH_DEVICE = re.compile(r"^(cpu|cuda|mps|xpu|meta)(:\d+)?$")
 
 @app.command()
 def sweep(
+    ctx: typer.Context,
     noise: Annotated[
         str | None,
         typer.Option(
@@ -108,12 +110,16 @@ def sweep(
         str, typer.Option(help="Registered task or a .jsonl/.csv with text,label.")
     ] = "bbc-news",
     method: Annotated[
-        str,
+        str | None,
         typer.Option(
+            "--method",
+            "--methods",
             help="How LoRA is trained: lora (ideal base), noise-aware (a fresh noisy base every "
-            "step), halora ((1-lam) ideal + lam noisy + mu spectral); none: base model only."
+            "step), halora ((1-lam) ideal + lam noisy + mu spectral); none: base model only. "
+            "A comma list compares methods on the same chips (default for `compare`: "
+            "lora,noise-aware,halora; for `sweep`: lora).",
         ),
-    ] = "lora",
+    ] = None,
     lam: Annotated[float, typer.Option(help="halora: weight of the noisy loss.")] = 0.5,
     mu: Annotated[float, typer.Option(help="halora: weight of the spectral regulariser.")] = 1e-3,
     train_device: Annotated[
@@ -157,7 +163,8 @@ def sweep(
     ] = None,
 ) -> None:
     """Sweep noise over chip instances: accuracy against sigma (or any card field), a results
-    folder and a figure."""
+    folder and a figure. As `cimsim compare`: one sweep per method on the same chips, a paired
+    table (Markdown, LaTeX) and one figure."""
     from cimsim.devices import DEFAULT_CARD, load_card
     from cimsim.lora import LoraConfig
     from cimsim.sweep import EvalConfig, SweepConfig, parse_axis
@@ -169,13 +176,19 @@ def sweep(
         card = _one_of("--card", card, "--device", device)
     if noise_model is not None:
         card = _one_of("--card/--device", card, "--noise-model", noise_model)
+    comparing = ctx.info_name == "compare"
+    if method is None:
+        method = "lora,noise-aware,halora" if comparing else "lora"
+    methods = tuple(m.strip() for m in method.split(",") if m.strip())
+    if not methods:
+        raise CimsimError("--method needs at least one method")
     chosen = load_card(card or DEFAULT_CARD)
     field, values, sigma = parse_axis(chosen, noise, vary)
     try:
         config = SweepConfig(
             model=model,
             task=task,
-            method=method,
+            method=methods[0],
             adapter=str(adapter) if adapter is not None else None,
             card=chosen.origin if card and card.endswith(".toml") else chosen.name,
             vary=field,
@@ -210,8 +223,25 @@ def sweep(
         raise CimsimError(f"--budget is in accuracy points, between 0 and 100; got {budget}")
     _check_device(config.compute_device)
     resolved = config.resolve_card()
-    out_dir = out if out is not None else config.default_out_dir(resolved)
-    _run_with_progress(config, out_dir, _cache_dir(cache_dir), budget / 100)
+    if len(methods) == 1 and not comparing:
+        out_dir = out if out is not None else config.default_out_dir(resolved)
+        _run_with_progress(config, out_dir, _cache_dir(cache_dir), budget / 100)
+        return
+    for other in methods[1:]:  # every method's config is valid before any work starts
+        dataclasses.replace(config, method=other)
+    out_dir = out if out is not None else _compare_dir(config, resolved, methods)
+    _run_with_progress(config, out_dir, _cache_dir(cache_dir), budget / 100, methods)
+
+
+def _compare_dir(config: Any, card: Any, methods: tuple[str, ...]) -> Path:
+    """``runs/compare-<model>-<task>-<card>-<hash>``: one folder per method inside."""
+    from cimsim.config import config_hash, to_dict
+
+    slug = "-".join(
+        re.sub(r"[^A-Za-z0-9_.-]+", "_", p)
+        for p in ("compare", Path(config.model).name, Path(config.task).stem, card.name)
+    )
+    return Path("runs") / f"{slug}-{config_hash([to_dict(config), card.to_dict(), methods])}"
 
 
 def _one_of(name: str, value: str | None, other_name: str, other: str) -> str:
@@ -232,7 +262,14 @@ def _check_device(device: str) -> None:
         ) from None
 
 
-def _run_with_progress(config: Any, out_dir: Path, cache_dir: Path, budget: float) -> None:
+def _run_with_progress(
+    config: Any,
+    out_dir: Path,
+    cache_dir: Path,
+    budget: float,
+    methods: tuple[str, ...] | None = None,
+) -> None:
+    """Run the sweep (or, with ``methods``, the comparison) behind progress bars, then report."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -242,8 +279,9 @@ def _run_with_progress(config: Any, out_dir: Path, cache_dir: Path, budget: floa
         TimeRemainingColumn,
     )
 
+    from cimsim.compare import run_compare, write_comparison
     from cimsim.report import write_report
-    from cimsim.results import POINTS_FILE, read_points
+    from cimsim.results import read_points
     from cimsim.sweep import run_sweep
 
     console = _console(stderr=True)
@@ -259,16 +297,27 @@ def _run_with_progress(config: Any, out_dir: Path, cache_dir: Path, budget: floa
     try:
         with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
             progress = _RichProgress(bar, _console())
-            run_sweep(config, out_dir, cache_dir=cache_dir, progress=progress)
+            if methods is None:
+                run_sweep(config, out_dir, cache_dir=cache_dir, progress=progress)
+            else:
+                run_compare(config, methods, out_dir, cache_dir=cache_dir, progress=progress)
     except KeyboardInterrupt:
-        saved = len(read_points(out_dir / POINTS_FILE)) if (out_dir / POINTS_FILE).exists() else 0
+        saved = sum(len(read_points(path)) for path in out_dir.glob("**/points.jsonl"))
         print(
             f"cimsim: interrupted; {saved} finished points are saved in {out_dir}; "
             "run the same command again to resume",
             file=sys.stderr,
         )
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    _print_report(write_report(out_dir, budget=budget), out_dir)
+    if methods is None:
+        _print_report(write_report(out_dir, budget=budget), out_dir)
+        return
+    for method in methods:  # each method's own folder gets its summary and figure too
+        write_report(out_dir / method, budget=budget)
+    paths = write_comparison(out_dir, methods, budget)
+    _console().print((out_dir / "comparison.md").read_text())
+    for path in paths:
+        _console().print(f"written: {path}")
 
 
 def _print_report(report: Any, out_dir: Path) -> None:
@@ -312,7 +361,6 @@ def run(
     device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
 ) -> None:
     """Run (or resume) an experiment file's sweep and publish its figure under figures/<name>/."""
-    import dataclasses
     import shutil
 
     from cimsim.experiments import load_experiment
@@ -407,6 +455,8 @@ def noise_models() -> None:
         table.add_row(cls.name, cls.summary, cls.sigma_unit, cls.source)
     _console().print(table)
 
+
+app.command("compare")(sweep)
 
 devices_app = typer.Typer(
     help="Device cards: a cell and a macro in one TOML file (list, show, fit).",

@@ -402,3 +402,35 @@ def test_noise_robust_methods_train_their_own_cached_adapter(
     assert all(parts <= set(step) for step in record["log"])
     assert main(sweep_argv(shared, tiny_bert_dir, tmp_path / "again", *options)) == 0
     assert read_config(tmp_path / "again")["adapter"]["cached"] is True
+
+
+def test_compare_runs_every_method_on_the_same_chips(
+    shared: dict[str, Path], tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "compare"
+    argv = sweep_argv(shared, tiny_bert_dir, out, "--methods", "lora,halora", "--mu", "0.01")
+    argv[0] = "compare"
+    assert main(argv) == 0
+    seeds = {
+        method: {key: row["chip_seed"] for key, row in points(out / method).items()}
+        for method in ("lora", "halora")
+    }
+    assert seeds["lora"] == seeds["halora"]  # paired: the very same chip instances
+    markdown = (out / "comparison.md").read_text()
+    assert "| lora |" in markdown and "| halora |" in markdown and "**" in markdown
+    assert markdown.index("| lora |") < markdown.index("| halora |")  # the order asked for
+    latex = (out / "comparison.tex").read_text()
+    assert r"\begin{tabular}" in latex and r"\mathbf" in latex and r"\pm" in latex
+    table = pd.read_csv(out / "comparison.csv")
+    assert set(table["method"]) == {"lora", "halora"} and (table["n"] == 2).all()
+    assert (out / "comparison.png").read_bytes().startswith(PNG_MAGIC)
+    assert (out / "halora" / "sweep.png").exists()
+
+
+def test_compare_refuses_a_repeated_method(
+    shared: dict[str, Path], tiny_bert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = sweep_argv(shared, tiny_bert_dir, tmp_path / "x", "--methods", "lora,lora")
+    argv[0] = "compare"
+    assert main(argv) == 2
+    assert "distinct methods" in capsys.readouterr().err
