@@ -6,10 +6,12 @@ instant. Every user error ends as one line on stderr and exit code 2 (see :func:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -262,14 +264,9 @@ def _check_device(device: str) -> None:
         ) from None
 
 
-def _run_with_progress(
-    config: Any,
-    out_dir: Path,
-    cache_dir: Path,
-    budget: float,
-    methods: tuple[str, ...] | None = None,
-) -> None:
-    """Run the sweep (or, with ``methods``, the comparison) behind progress bars, then report."""
+@contextlib.contextmanager
+def _progress_bars() -> Iterator[_RichProgress]:
+    """Rich progress bars with an ETA on stderr (a terminal only), messages on stdout."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -278,11 +275,6 @@ def _run_with_progress(
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
-
-    from cimsim.compare import run_compare, write_comparison
-    from cimsim.report import write_report
-    from cimsim.results import read_points
-    from cimsim.sweep import run_sweep
 
     console = _console(stderr=True)
     columns = (
@@ -294,9 +286,25 @@ def _run_with_progress(
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
+    with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
+        yield _RichProgress(bar, _console())
+
+
+def _run_with_progress(
+    config: Any,
+    out_dir: Path,
+    cache_dir: Path,
+    budget: float,
+    methods: tuple[str, ...] | None = None,
+) -> None:
+    """Run the sweep (or, with ``methods``, the comparison) behind progress bars, then report."""
+    from cimsim.compare import run_compare, write_comparison
+    from cimsim.report import write_report
+    from cimsim.results import read_points
+    from cimsim.sweep import run_sweep
+
     try:
-        with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
-            progress = _RichProgress(bar, _console())
+        with _progress_bars() as progress:
             if methods is None:
                 run_sweep(config, out_dir, cache_dir=cache_dir, progress=progress)
             else:
@@ -383,6 +391,61 @@ def run(
         shutil.copy(out_dir / name, target / name)
     shutil.copy(experiment, target / "experiment.toml")
     print(f"published {target}/ (figure, data, config and the experiment file)")
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="Folder for the adapter, its log and loss curve.")],
+    method: Annotated[str, typer.Option(help="lora | noise-aware | halora.")] = "lora",
+    model: Annotated[
+        str, typer.Option(help="Registered model, HF directory or hub id.")
+    ] = "minilm",
+    task: Annotated[str, typer.Option(help="Registered task or a .jsonl/.csv file.")] = "bbc-news",
+    lam: Annotated[float, typer.Option(help="halora: weight of the noisy loss.")] = 0.5,
+    mu: Annotated[float, typer.Option(help="halora: weight of the spectral regulariser.")] = 1e-3,
+    train_device: Annotated[
+        str, typer.Option(help="Device card of the training noise.")
+    ] = "channel",
+    train_noise: Annotated[float, typer.Option(help="Sigma of the training noise.")] = 0.05,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 2,
+    train_size: Annotated[int, typer.Option(help="Training examples (0: all).")] = 600,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
+    max_length: Annotated[int, typer.Option(help="Tokens per input text.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed of the init, data order, training chips.")] = 0,
+    torch_device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+    cache_dir: Annotated[Path | None, typer.Option(help="Cache for adapters and data.")] = None,
+) -> None:
+    """Train one LoRA adapter (peft format) and write its per-step log and loss curve."""
+    from cimsim.train import TrainConfig, train_to_folder
+
+    try:
+        config = TrainConfig(
+            epochs=epochs,
+            train_size=train_size or None,
+            lr=lr,
+            seed=seed,
+            lam=lam,
+            mu=mu,
+            noise_card=train_device,
+            noise_sigma=train_noise,
+        )
+    except ValueError as err:
+        raise CimsimError(str(err)) from None
+    _check_device(torch_device)
+    with _progress_bars() as progress:
+        paths = train_to_folder(
+            model,
+            task,
+            method,
+            config,
+            out,
+            max_length=max_length,
+            device=torch_device,
+            cache_dir=_cache_dir(cache_dir),
+            progress=progress,
+        )
+    for path in paths:
+        _console().print(f"written: {path}")
 
 
 @app.command()

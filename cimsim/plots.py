@@ -107,3 +107,23 @@ def save_figure(figure: Figure, stem: Path) -> list[Path]:
     # No creation date: the same data redraws to the same bytes, so figures/ diffs stay quiet.
     figure.savefig(pdf, metadata={"CreationDate": None})
     return [png, pdf]
+
+
+def plot_training(log: pd.DataFrame, *, ax: Axes | None = None, title: str | None = None) -> Figure:
+    """Loss per training step: the total, and the ideal / noisy parts where the method has them."""
+    if ax is None:
+        figure = Figure(figsize=(6.4, 4.0), layout="constrained")
+        ax = figure.add_subplot()
+    else:
+        figure = ax.get_figure()  # type: ignore[assignment]
+    labels = {"loss": "total", "ideal": "ideal base", "noisy": "noisy base (fresh chip per step)"}
+    for column, label in labels.items():
+        if column in log and log[column].notna().any():
+            ax.plot(log["step"], log[column], label=label, linewidth=1)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss (cross-entropy; the total adds the regulariser)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return figure

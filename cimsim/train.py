@@ -171,6 +171,54 @@ def adapter_key(
     return config_hash(key, length=16)
 
 
+def train_to_folder(
+    model: str,
+    task_name: str,
+    method: str,
+    config: TrainConfig,
+    out_dir: Path,
+    *,
+    max_length: int,
+    device: str,
+    cache_dir: Path,
+    progress: Progress | None = None,
+) -> list[Path]:
+    """``cimsim train``: the adapter (peft format), ``training.json`` (the record),
+    ``training_log.csv`` (loss parts per step) and ``loss.png``/``.pdf`` in ``out_dir``."""
+    import pandas as pd
+
+    from cimsim.models import load_model
+    from cimsim.objectives import OBJECTIVES
+    from cimsim.plots import plot_training, save_figure
+    from cimsim.results import write_atomic
+    from cimsim.scoring import make_scorer
+    from cimsim.tasks import load_task
+
+    if method not in OBJECTIVES:
+        raise CimsimError(f"unknown method '{method}'; choose one of: {', '.join(OBJECTIVES)}")
+    if method != "lora":
+        load_card(config.noise_card).with_value("sigma", config.noise_sigma)
+    task = load_task(task_name, cache_dir=cache_dir)
+    loaded = load_model(model, device=device)
+    scorer = make_scorer(loaded, max_length)
+    lora = LoraConfig().resolve(loaded.lora_targets)
+    adapter_dir, record = trained_adapter(
+        loaded, scorer, task, lora, config, cache_dir, progress, method
+    )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CimsimError(f"cannot use {out_dir} as the output folder: {err.strerror}") from None
+    shutil.copytree(adapter_dir, out_dir / "adapter", dirs_exist_ok=True)
+    write_atomic(out_dir / "training.json", json.dumps(record, indent=2) + "\n")
+    log = pd.DataFrame(record.get("log") or [{"loss": loss} for loss in record.get("losses", [])])
+    log.insert(0, "step", range(len(log)))
+    write_atomic(out_dir / "training_log.csv", log.to_csv(index=False))
+    figure = plot_training(log, title=f"{model} on {task.name}: {method}")
+    figures = save_figure(figure, out_dir / "loss")
+    return [out_dir / "adapter", out_dir / "training.json", out_dir / "training_log.csv", *figures]
+
+
 def trained_adapter(
     loaded: LoadedModel,
     scorer: Scorer,

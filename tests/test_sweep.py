@@ -434,3 +434,30 @@ def test_compare_refuses_a_repeated_method(
     argv[0] = "compare"
     assert main(argv) == 2
     assert "distinct methods" in capsys.readouterr().err
+
+
+def test_train_writes_adapter_log_and_loss_curve(
+    shared: dict[str, Path], tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    from peft import PeftConfig
+
+    out = tmp_path / "trained"
+    argv = ["train", "--out", str(out), "--method", "halora", "--model", str(tiny_bert_dir)]
+    argv += ["--task", str(shared["task"]), "--epochs", "2", "--train-size", "30"]
+    argv += ["--max-length", "16", "--cache-dir", str(shared["cache"])]
+    assert main(argv) == 0
+    log = pd.read_csv(out / "training_log.csv")
+    assert list(log.columns[:2]) == ["step", "loss"]
+    assert {"ideal", "noisy", "spectral"} <= set(log.columns) and len(log) == 4  # 2 x ceil(30/16)
+    assert json.loads((out / "training.json").read_text())["method"] == "halora"
+    assert PeftConfig.from_pretrained(str(out / "adapter")).peft_type == "LORA"
+    assert (out / "loss.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_train_refuses_an_unknown_method(
+    tiny_bert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--out", str(tmp_path / "x"), "--method", "qlora"]
+    argv += ["--model", str(tiny_bert_dir), "--cache-dir", str(tmp_path)]
+    assert main(argv) == 2
+    assert "unknown method 'qlora'" in capsys.readouterr().err
