@@ -170,7 +170,6 @@ def sweep(
     from cimsim.devices import DEFAULT_CARD, load_card
     from cimsim.lora import LoraConfig
     from cimsim.sweep import EvalConfig, SweepConfig, parse_axis
-    from cimsim.train import TrainConfig
 
     if device is not None and _TORCH_DEVICE.match(device):
         torch_device = _one_of("--torch-device", torch_device, "--device", device)
@@ -204,16 +203,7 @@ def sweep(
                 lora_alpha=lora_alpha,
                 target_modules=tuple(t.strip() for t in lora_targets.split(",") if t.strip()),
             ),
-            train=TrainConfig(
-                epochs=epochs,
-                train_size=train_size or None,
-                lr=lr,
-                seed=seed,
-                lam=lam,
-                mu=mu,
-                noise_card=train_device,
-                noise_sigma=train_noise,
-            ),
+            train=_train_config(epochs, train_size, lr, seed, lam, mu, train_device, train_noise),
             eval=EvalConfig(
                 test_size=test_size or None, max_length=max_length, batch_size=batch_size
             ),
@@ -233,6 +223,31 @@ def sweep(
         dataclasses.replace(config, method=other)
     out_dir = out if out is not None else _compare_dir(config, resolved, methods)
     _run_with_progress(config, out_dir, _cache_dir(cache_dir), budget / 100, methods)
+
+
+def _train_config(
+    epochs: int,
+    train_size: int,
+    lr: float,
+    seed: int,
+    lam: float,
+    mu: float,
+    train_device: str,
+    train_noise: float,
+) -> Any:
+    """The TrainConfig the shared training options describe (0 training examples: all)."""
+    from cimsim.train import TrainConfig
+
+    return TrainConfig(
+        epochs=epochs,
+        train_size=train_size or None,
+        lr=lr,
+        seed=seed,
+        lam=lam,
+        mu=mu,
+        noise_card=train_device,
+        noise_sigma=train_noise,
+    )
 
 
 def _compare_dir(config: Any, card: Any, methods: tuple[str, ...]) -> Path:
@@ -416,19 +431,10 @@ def train(
     cache_dir: Annotated[Path | None, typer.Option(help="Cache for adapters and data.")] = None,
 ) -> None:
     """Train one LoRA adapter (peft format) and write its per-step log and loss curve."""
-    from cimsim.train import TrainConfig, train_to_folder
+    from cimsim.train import train_to_folder
 
     try:
-        config = TrainConfig(
-            epochs=epochs,
-            train_size=train_size or None,
-            lr=lr,
-            seed=seed,
-            lam=lam,
-            mu=mu,
-            noise_card=train_device,
-            noise_sigma=train_noise,
-        )
+        config = _train_config(epochs, train_size, lr, seed, lam, mu, train_device, train_noise)
     except ValueError as err:
         raise CimsimError(str(err)) from None
     _check_device(torch_device)

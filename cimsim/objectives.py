@@ -66,6 +66,8 @@ def objective_loss(
     step: int,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one step and its parts (``ideal``, ``noisy``, ``spectral``) for the log."""
+    if method not in OBJECTIVES:
+        raise ValueError(f"unknown training method '{method}'")
     parts: dict[str, float] = {}
     total = torch.zeros(())
     if method in ("lora", "halora"):
@@ -84,6 +86,4 @@ def objective_loss(
         penalty = spectral_penalty(model)
         parts["spectral"] = penalty.item()
         total = total + mu * penalty
-    if method not in OBJECTIVES:
-        raise ValueError(f"unknown training method '{method}'")
     return total, parts
