@@ -78,6 +78,9 @@ class LoraLinear(nn.Module):
         self.scaling: dict[str, float] = {}
         self.active_adapters: list[str] = []
         self.disabled = False
+        # Per-row weight of a branch, set by a gate bank before each forward (cimsim.gates):
+        # adapter name -> (rows,) tensor. A branch without an entry has weight 1.
+        self.gate_values: dict[str, torch.Tensor] = {}
 
     def add_adapter(self, name: str, config: LoraConfig) -> None:
         """Add branch ``name``; it starts as an exact no-op (B = 0) and becomes active."""
@@ -102,8 +105,23 @@ class LoraLinear(nn.Module):
             return out
         for name in self.active_adapters:
             a, b = self.lora_A[name], self.lora_B[name]
-            out = out + b(a(self.lora_dropout[name](x))) * self.scaling[name]
+            delta = b(a(self.lora_dropout[name](x))) * self.scaling[name]  # (rows, ..., d_out)
+            gate = self.gate_values.get(name)
+            if gate is not None:
+                delta = delta * gate.view(-1, *(1,) * (delta.dim() - 1))  # (rows, 1, ..., 1)
+            out = out + delta
         return out
+
+    def delete_adapter(self, name: str) -> None:
+        """Remove branch ``name`` (active or not)."""
+        if name not in self.lora_A:
+            raise ValueError(f"adapter '{name}' does not exist")
+        for part in (self.lora_A, self.lora_B, self.lora_dropout):
+            del part[name]
+        del self.scaling[name]
+        self.gate_values.pop(name, None)
+        if name in self.active_adapters:
+            self.active_adapters.remove(name)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -152,6 +170,44 @@ def add_lora(model: nn.Module, config: LoraConfig, adapter_name: str = "default"
     for param_name, param in model.named_parameters():
         param.requires_grad_(".lora_A." in param_name or ".lora_B." in param_name)
     return names
+
+
+def adapter_names(model: nn.Module) -> list[str]:
+    """Every branch name of the model, in the order the branches were added."""
+    names: dict[str, None] = {}
+    for layer in lora_layers(model).values():
+        names.update(dict.fromkeys(layer.lora_A))
+    return list(names)
+
+
+def set_adapters(model: nn.Module, names: list[str]) -> None:
+    """Make exactly ``names`` active (peft's ``set_adapter`` with several names)."""
+    known = adapter_names(model)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"no adapter named {unknown[0]!r}; the model has {known}")
+    for layer in lora_layers(model).values():
+        layer.active_adapters = [n for n in names if n in layer.lora_A]
+
+
+def delete_adapter(model: nn.Module, name: str) -> None:
+    """Remove branch ``name`` from every layer."""
+    layers = [layer for layer in lora_layers(model).values() if name in layer.lora_A]
+    if not layers:
+        raise ValueError(f"no adapter named {name!r}; the model has {adapter_names(model)}")
+    for layer in layers:
+        layer.delete_adapter(name)
+
+
+def train_only(model: nn.Module, name: str) -> None:
+    """Freeze every parameter except branch ``name``'s factors (peft: train the newest adapter)."""
+    if name not in adapter_names(model):
+        raise ValueError(f"no adapter named {name!r}; the model has {adapter_names(model)}")
+    for param_name, param in model.named_parameters():
+        parts = param_name.split(".")
+        param.requires_grad_(
+            len(parts) >= 3 and parts[-3] in ("lora_A", "lora_B") and parts[-2] == name
+        )
 
 
 @contextlib.contextmanager
