@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -101,6 +102,25 @@ def init_lora(model: nn.Module, lora: LoraConfig, seed: int) -> list[str]:
             raise CimsimError(str(err)) from None
 
 
+Batch = tuple[Task, list[str], torch.Tensor]
+"""One optimiser step's data: the task (its label set scores the texts), texts, label indices."""
+
+
+def task_batches(task: Task, config: TrainConfig) -> list[Batch]:
+    """``task``'s training batches for every epoch, in the order training takes them: a
+    stratified subsample of ``config.train_size``, reshuffled each epoch by ``config.seed``."""
+    split = task.train.subset(config.train_size, seed=config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    labels = torch.tensor(split.labels)
+    batches: list[Batch] = []
+    for _ in range(config.epochs):
+        order = torch.randperm(len(split), generator=generator)
+        for start in range(0, len(split), config.batch_size):
+            index = order[start : start + config.batch_size]
+            batches.append((task, [split.texts[i] for i in index], labels[index]))
+    return batches
+
+
 def train_lora(
     scorer: Scorer,
     model: nn.Module,
@@ -111,39 +131,57 @@ def train_lora(
 ) -> list[dict[str, float]]:
     """Train the scorer's trainable parameters on ``task`` with ``method``'s objective; returns
     the log of every step (total loss and its ideal / noisy / spectral parts)."""
+    return train_steps(scorer, model, task_batches(task, config), config, method, progress)
+
+
+def train_steps(
+    scorer: Scorer,
+    model: nn.Module,
+    batches: Sequence[Batch],
+    config: TrainConfig,
+    method: str = "lora",
+    progress: Progress | None = None,
+    *,
+    regulariser: Callable[[], torch.Tensor | None] | None = None,
+    after_step: Callable[[], None] | None = None,
+) -> list[dict[str, float]]:
+    """One AdamW step per batch on every parameter of ``scorer`` that requires grad.
+
+    ``regulariser`` adds a loss term (when it returns one) to every step (logged as
+    ``regulariser``); ``after_step``
+    runs after every optimiser step (e.g. to project the update, :mod:`cimsim.gpm`).
+    """
     progress = progress or Silent()
     card = load_card(config.noise_card).with_value("sigma", config.noise_sigma)
-    split = task.train.subset(config.train_size, seed=config.seed)
     params = [p for p in scorer.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    generator = torch.Generator().manual_seed(config.seed)
-    n_batches = -(-len(split) // config.batch_size)
-    progress.stage(f"training LoRA ({method})", config.epochs * n_batches)
-    labels = torch.tensor(split.labels)
+    progress.stage(f"training LoRA ({method})", len(batches))
     log: list[dict[str, float]] = []
-    for _ in range(config.epochs):
-        order = torch.randperm(len(split), generator=generator)
-        for start in range(0, len(split), config.batch_size):
-            index = order[start : start + config.batch_size]
-            texts = [split.texts[i] for i in index]
-            loss, parts = objective_loss(
-                method,
-                scorer,
-                model,
-                texts,
-                labels[index].to(scorer.device),
-                task,
-                card=card,
-                lam=config.lam,
-                mu=config.mu,
-                seed=config.seed,
-                step=len(log),
-            )
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            log.append({"loss": loss.item(), **parts})
-            progress.advance()
+    for task, texts, labels in batches:
+        loss, parts = objective_loss(
+            method,
+            scorer,
+            model,
+            texts,
+            labels.to(scorer.device),
+            task,
+            card=card,
+            lam=config.lam,
+            mu=config.mu,
+            seed=config.seed,
+            step=len(log),
+        )
+        extra = regulariser() if regulariser is not None else None
+        if extra is not None:
+            parts["regulariser"] = extra.item()
+            loss = loss + extra
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        if after_step is not None:
+            after_step()
+        log.append({"loss": loss.item(), **parts})
+        progress.advance()
     return log
 
 
