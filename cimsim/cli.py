@@ -631,5 +631,8 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
+# Commands kept in their own modules register themselves on `app` when imported.
+from cimsim import cli_continual  # noqa: E402, F401
+
 if __name__ == "__main__":
     sys.exit(main())

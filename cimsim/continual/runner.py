@@ -1,0 +1,388 @@
+"""Run a continual-learning experiment: methods x task orders x (digital + chips per sigma).
+
+For each task order and method, a fresh model learns the tasks one after another
+(:mod:`cimsim.continual.learners`); after each stage the trained state is kept and every task seen
+so far is evaluated digitally. Then each chip instance is programmed once (the base weights of a
+deployed chip do not change while tasks arrive) and every stage's branches are evaluated on it.
+Chip seeds are those of :func:`cimsim.sweep.chip_seed`, so all methods and orders meet the very
+same chips (paired). ``joint`` does not depend on the order and runs for the first order only.
+
+Files in the results folder (schema ``cimsim.continual/1``):
+
+* ``config.json``: the config, the device card, the environment of every session;
+* ``points.jsonl`` / ``results.csv``: one row per (method, order, stage, task, chip), appended as
+  it finishes; a rerun with the same config skips what is there (a method and order whose rows are
+  incomplete are retrained; training is deterministic given the seed);
+* ``gates.csv``: gated only, per final branch and task, the gate values on that task's test rows;
+* ``metrics.csv``: AP and FT per method, order and chip; ``summary.csv``: their mean and std;
+* ``matrices.png``/``.pdf`` (digital accuracy matrices) and ``ap_ft.png``/``.pdf`` (AP and FT
+  against sigma, per method); ``branches/<method>/order<k>/``: every branch in peft format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cimsim.config import to_dict
+from cimsim.continual.learners import METHODS, Learner, branch_names
+from cimsim.devices import DEFAULT_CARD, load_card
+from cimsim.errors import CimsimError
+from cimsim.gates import GateConfig
+from cimsim.lora import LoraConfig
+from cimsim.progress import Progress, Silent
+from cimsim.results import append_point, environment, read_json, read_points, write_atomic
+from cimsim.sweep import EvalConfig, chip_seed
+from cimsim.train import TrainConfig
+
+SCHEMA = "cimsim.continual/1"
+DEFAULT_TASKS = ("bbc-news", "movie", "tweets")
+DEFAULT_METHODS = ("gated", "seq-lora")
+CONFIG_FILE, POINTS_FILE = "config.json", "points.jsonl"
+_GRID_FIELDS = ("methods", "values", "instances", "orders")
+
+
+@dataclasses.dataclass(frozen=True)
+class ContinualConfig:
+    """Everything that determines a continual experiment's numbers."""
+
+    model: str = "minilm"
+    """Registered model name, local HF directory or hub id."""
+    tasks: tuple[str, ...] = DEFAULT_TASKS
+    """The task sequence (order 0); registered names or local files."""
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    """Continual methods: gated, seq-lora, sum, olora, joint."""
+    objective: str = "lora"
+    """Training objective of every stage: lora, noise-aware or halora (cimsim.objectives)."""
+    orders: int = 2
+    """Task orders: the given one, its reverse, then seeded permutations."""
+    card: str = DEFAULT_CARD
+    """Device card of the evaluation chips."""
+    values: tuple[float, ...] = (0.05,)
+    """Programming-noise sigmas of the evaluation chips, in the card's unit."""
+    instances: int = 3
+    """Chip instances per sigma."""
+    seed: int = 0
+    """Root of the branch inits, batch orders, task orders, test subsamples and chip seeds."""
+    lora: LoraConfig = LoraConfig()
+    """Shape of every branch."""
+    train: TrainConfig = TrainConfig(train_size=300)
+    """How each stage trains (per task: train_size examples, epochs passes)."""
+    gate: GateConfig = GateConfig()
+    """gated: gate width and the GPM energy threshold."""
+    lam_orth: float = 0.5
+    """olora: weight of the orthogonality loss."""
+    eval: EvalConfig = EvalConfig(test_size=200)
+    """How accuracy is measured (per task)."""
+    compute_device: str = "cpu"
+    """torch device the model runs on."""
+
+    def __post_init__(self) -> None:
+        from cimsim.objectives import OBJECTIVES
+
+        if len(self.tasks) < 2 or len(set(self.tasks)) != len(self.tasks):
+            raise CimsimError(f"--tasks needs at least two distinct tasks, got {self.tasks}")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods or len(set(self.methods)) != len(self.methods):
+            raise CimsimError(
+                f"--methods takes distinct names from {', '.join(METHODS)}; got "
+                f"{','.join(self.methods) or 'nothing'}"
+            )
+        if self.objective not in OBJECTIVES:
+            raise CimsimError(
+                f"unknown objective '{self.objective}'; choose one of: {', '.join(OBJECTIVES)}"
+            )
+        n_orders = len(list(itertools.permutations(self.tasks)))
+        if not 1 <= self.orders <= n_orders:
+            raise CimsimError(f"--orders must be in 1..{n_orders} for {len(self.tasks)} tasks")
+        if self.instances < 1:
+            raise CimsimError(f"--seeds must be >= 1, got {self.instances}")
+        if any(not v >= 0 for v in self.values):
+            raise CimsimError("noise values must be >= 0")
+        if not self.lam_orth >= 0:
+            raise CimsimError(f"--lam-orth must be >= 0, got {self.lam_orth}")
+
+
+def task_orders(tasks: tuple[str, ...], n: int, seed: int) -> list[tuple[str, ...]]:
+    """``n`` distinct orders: as given, reversed, then permutations drawn with ``seed``."""
+    orders = [tasks, tasks[::-1]][:n]
+    rng = random.Random(seed)
+    while len(orders) < n:
+        candidate = tuple(rng.sample(tasks, len(tasks)))
+        if candidate not in orders:
+            orders.append(candidate)
+    return orders
+
+
+def _prepare(config: ContinualConfig, out_dir: Path) -> tuple[dict[str, Any], list[dict]]:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CimsimError(f"cannot use {out_dir} as the results folder: {err.strerror}") from None
+    record: dict[str, Any] = {}
+    if (out_dir / CONFIG_FILE).exists():
+        record = read_json(out_dir / CONFIG_FILE)
+        if record.get("schema") != SCHEMA:
+            raise CimsimError(f"{out_dir / CONFIG_FILE} is not a {SCHEMA} record")
+        old = {k: v for k, v in record["config"].items() if k not in _GRID_FIELDS}
+        new = {k: v for k, v in to_dict(config).items() if k not in _GRID_FIELDS}
+        if old != new:
+            changed = sorted(k for k in new if old.get(k) != new[k])
+            raise CimsimError(
+                f"{out_dir} holds a run with another config ({', '.join(changed)} differ); "
+                "choose another --out"
+            )
+    elif (out_dir / POINTS_FILE).exists():
+        raise CimsimError(f"{out_dir} has {POINTS_FILE} but no {CONFIG_FILE}; choose another --out")
+    record["schema"] = SCHEMA
+    record["config"] = to_dict(config)
+    return record, read_points(out_dir / POINTS_FILE, repair=True)
+
+
+def run_continual(
+    config: ContinualConfig, out_dir: Path, *, cache_dir: Path, progress: Progress | None = None
+) -> Path:
+    """Run (or resume) the experiment into ``out_dir``; returns ``out_dir``."""
+    from cimsim.continual.report import write_outputs
+    from cimsim.tasks import load_task
+
+    progress = progress or Silent()
+    card = load_card(config.card)
+    for value in config.values:  # a value the card refuses fails before any work
+        card.with_value("sigma", value)
+    if config.objective != "lora":
+        load_card(config.train.noise_card).with_value("sigma", config.train.noise_sigma)
+    record, rows = _prepare(config, out_dir)
+    tasks = {name: load_task(name, cache_dir=cache_dir) for name in config.tasks}
+    run = _Run(config, out_dir, tasks, rows, progress)
+    record["card"] = card.to_dict()
+    record["tasks"] = {
+        n: {"source": t.source, "fingerprint": t.fingerprint, "n_eval": len(run.tests[n])}
+        for n, t in tasks.items()
+    }
+    record["axis"] = {"noise_model": card.noise.name, "sigma_unit": card.noise.sigma_unit}
+    record.setdefault("sessions", []).append({"started": time.time(), **environment()})
+    write_atomic(out_dir / CONFIG_FILE, json.dumps(record, indent=2, default=str) + "\n")
+    for index, order in enumerate(task_orders(config.tasks, config.orders, config.seed)):
+        for method in config.methods:
+            if method != "joint" or index == 0:  # joint does not depend on the order
+                run.method_on_order(method, index, order)
+    write_outputs(out_dir, rows, config)
+    return out_dir
+
+
+class _Run:
+    """One experiment's shared state: tasks, test subsets, the rows written so far."""
+
+    def __init__(
+        self,
+        config: ContinualConfig,
+        out_dir: Path,
+        tasks: dict[str, Any],
+        rows: list[dict[str, Any]],
+        progress: Progress,
+    ) -> None:
+        self.config, self.out_dir, self.tasks, self.rows = config, out_dir, tasks, rows
+        self.progress = progress
+        self.tests = {
+            n: t.test.subset(config.eval.test_size, seed=config.seed) for n, t in tasks.items()
+        }
+        self.done = {_key(r) for r in rows}
+        self.branch_of = branch_names(config.tasks)
+        self.card = load_card(config.card)
+
+    def _chips(self) -> list[tuple[float, int]]:
+        return [(v, i) for v in self.config.values for i in range(self.config.instances)]
+
+    def method_on_order(self, method: str, index: int, order: tuple[str, ...]) -> None:
+        """Learn ``order`` with ``method``, evaluating digitally after each stage, then on every
+        chip; skipped when all its rows are already written."""
+        from cimsim.branches import save_branches
+        from cimsim.deploy import deploy, undeploy
+        from cimsim.models import load_model
+        from cimsim.scoring import make_scorer
+
+        config = self.config
+        stages = [order] if method == "joint" else [(t,) for t in order]
+        first = len(order) - len(stages)  # joint's single stage is the last row of R
+        wanted = {
+            (method, index, first + s, task, sigma, instance)
+            for s in range(len(stages))
+            for task in order[: first + s + 1]
+            for sigma, instance in [(None, -1), *self._chips()]
+        }
+        if wanted <= self.done:
+            return
+        self.progress.log(f"{method}, order {index}: {' > '.join(order)}")
+        loaded = load_model(config.model, device=config.compute_device)
+        scorer = make_scorer(loaded, config.eval.max_length)
+        lora = config.lora.resolve(loaded.lora_targets)
+        learner = Learner(
+            method,
+            scorer,
+            loaded.model,
+            lora,
+            seed=config.seed,
+            gate=config.gate,
+            lam_orth=config.lam_orth,
+        )
+        base: dict[str, Any] = {
+            "method": method,
+            "objective": config.objective,
+            "order": index,
+            "sequence": " > ".join(order),
+        }
+        snapshots: list[tuple[dict[str, Any], dict[str, torch.Tensor], int]] = []
+        for s, names in enumerate(stages):
+            stage = first + s
+            base_stage = {**base, "stage": stage, "trained": "+".join(names)}
+            self._learn(learner, stage, names, base_stage)
+            snapshots.append((base_stage, learner.state(), len(learner.branches)))
+            self.progress.stage(f"{method}: digital accuracy after stage {stage}", stage + 1)
+            self._evaluate(scorer, base_stage, order[: stage + 1], _digital())
+        save_branches(
+            loaded.model,
+            self.out_dir / "branches" / method / f"order{index}",
+            dict.fromkeys(learner.branches, lora),
+            base_model_name_or_path=loaded.path,
+        )
+        if learner.bank is not None:
+            self._gate_rows(learner, order, base)
+        n_evals = sum(row["stage"] + 1 for row, _, _ in snapshots)
+        self.progress.stage(f"{method}: chips", len(self._chips()) * n_evals)
+        for value, instance in self._chips():
+            point_card = self.card.with_value("sigma", value)
+            seed = chip_seed(config.seed, self.card.name, "sigma", value, instance)
+            # One programming event per chip: every stage's branches then run on the same tiles.
+            deploy(loaded.model, point_card.noise, seed, point_card.tile)
+            chip = {
+                "card": self.card.name,
+                "noise_model": self.card.noise.name,
+                "sigma": value,
+                "sigma_unit": self.card.noise.sigma_unit,
+                "instance": instance,
+                "chip_seed": seed,
+            }
+            for base_stage, state, n_branches in snapshots:
+                learner.show(state, n_branches)
+                self._evaluate(scorer, base_stage, order[: base_stage["stage"] + 1], chip)
+        undeploy(loaded.model)
+
+    def _learn(
+        self, learner: Learner, stage: int, names: tuple[str, ...], base: dict[str, Any]
+    ) -> None:
+        from cimsim.train import task_batches, train_steps
+
+        train = self.config.train
+        learner.begin(stage, self.branch_of[names[0]])
+        if len(names) > 1:  # joint: every task's batches, shuffled together
+            batches = [b for n in names for b in task_batches(self.tasks[n], train)]
+            random.Random(self.config.seed).shuffle(batches)
+        else:
+            batches = task_batches(self.tasks[names[0]], train)
+        started = time.perf_counter()
+        log = train_steps(
+            learner.scorer,
+            learner.model,
+            batches,
+            train,
+            self.config.objective,
+            self.progress,
+            regulariser=learner.regulariser,
+            after_step=learner.after_step,
+        )
+        last = self.tasks[names[-1]]
+        seen = last.train.subset(train.train_size, seed=train.seed)
+        learner.end(last, seen.texts, self.config.eval.batch_size)
+        tail = [step["loss"] for step in log[-10:]]
+        append_point(
+            self.out_dir / "training.jsonl",
+            {
+                **base,
+                "steps": len(log),
+                "final_loss": sum(tail) / len(tail),
+                "train_seconds": round(time.perf_counter() - started, 2),
+            },
+        )
+
+    def _evaluate(
+        self, scorer: Any, base: dict[str, Any], tasks: tuple[str, ...], chip: dict[str, Any]
+    ) -> None:
+        from cimsim.evaluate import evaluate
+
+        order = base["sequence"].split(" > ")
+        for task in tasks:
+            row = {**base, "task": task, "position": order.index(task), **chip}
+            if _key(row) not in self.done:
+                result = evaluate(
+                    scorer, self.tasks[task], self.tests[task], self.config.eval.batch_size
+                )
+                row.update(
+                    accuracy=result.accuracy,
+                    n_correct=result.n_correct,
+                    n_examples=result.n_examples,
+                )
+                append_point(self.out_dir / POINTS_FILE, row)
+                self.rows.append(row)
+                self.done.add(_key(row))
+            self.progress.advance()
+
+    @torch.no_grad()
+    def _gate_rows(self, learner: Learner, order: tuple[str, ...], base: dict[str, Any]) -> None:
+        """Gate values of every final branch on every task's test rows -> gates.jsonl/.csv."""
+        import pandas as pd
+
+        assert learner.bank is not None
+        task_of = {b: t for t, b in self.branch_of.items()}
+        path = self.out_dir / "gates.jsonl"
+        kept = [
+            r
+            for r in read_points(path)
+            if (r["method"], r["order"]) != (base["method"], base["order"])
+        ]
+        for task in order:
+            prepared = learner.scorer.prepare(self.tasks[task])
+            texts = self.tests[task].texts
+            batch = self.config.eval.batch_size
+            with learner.bank.recording() as records:
+                for start in range(0, len(texts), batch):
+                    learner.scorer(texts[start : start + batch], self.tasks[task], prepared)
+            for branch in learner.bank.gates:
+                values = torch.cat([r[branch] for r in records]).float()
+                kept.append(
+                    {
+                        **base,
+                        "branch": branch,
+                        "branch_position": order.index(task_of[branch]),
+                        "task": task,
+                        "position": order.index(task),
+                        "median": values.median().item(),
+                        "mean": values.mean().item(),
+                        "p90": values.quantile(0.9).item(),
+                        "rows": len(values),
+                    }
+                )
+        write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+        write_atomic(self.out_dir / "gates.csv", pd.DataFrame(kept).to_csv(index=False))
+
+
+def _digital() -> dict[str, Any]:
+    return {
+        "card": "digital",
+        "noise_model": "digital",
+        "sigma": None,
+        "sigma_unit": "",
+        "instance": -1,
+        "chip_seed": None,
+    }
+
+
+def _key(row: dict[str, Any]) -> tuple:
+    return (row["method"], row["order"], row["stage"], row["task"], row["sigma"], row["instance"])

@@ -1,0 +1,268 @@
+"""Continual branches: life cycle, gates, GPM, metrics, save/load, and the command end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cimsim.branches import load_branches, save_branches
+from cimsim.cli import main
+from cimsim.continual.learners import Learner
+from cimsim.continual.metrics import average_performance, forgetting
+from cimsim.gates import GateConfig
+from cimsim.gpm import extend_basis, project_off
+from cimsim.lora import LoraConfig, adapter_names, delete_adapter, set_adapters
+from cimsim.models import load_model
+from cimsim.scoring import make_scorer
+from cimsim.tasks import load_task
+from cimsim.train import TrainConfig, task_batches, train_steps
+
+
+def _write_task(path: Path, vocabularies: dict[str, list[str]], n: int = 30) -> str:
+    lines = []
+    for label, words in vocabularies.items():
+        for i in range(n):
+            text = " ".join(words[(i + k) % len(words)] for k in range(6))
+            lines.append(json.dumps({"text": f"{text} {i}", "label": label}))
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.fixture
+def two_tasks(tmp_path: Path) -> tuple[str, str]:
+    sport = ["match", "goal", "team", "league", "coach"]
+    money = ["bank", "market", "shares", "profit", "price"]
+    happy = ["love", "great", "wonderful", "joy", "smile"]
+    sad = ["hate", "awful", "terrible", "cry", "pain"]
+    return (
+        _write_task(tmp_path / "topics.jsonl", {"sport": sport, "money": money}),
+        _write_task(tmp_path / "moods.jsonl", {"happy": happy, "sad": sad}),
+    )
+
+
+def _learner(model_dir: Path, method: str, energy: float = 0.99):
+    loaded = load_model(str(model_dir))
+    scorer = make_scorer(loaded, 16)
+    lora = LoraConfig(r=4).resolve(loaded.lora_targets)
+    gate = GateConfig(hidden=16, energy=energy)
+    return loaded, scorer, Learner(method, scorer, loaded.model, lora, seed=0, gate=gate)
+
+
+def _embed(scorer, texts) -> torch.Tensor:
+    with torch.no_grad():
+        return scorer.embed(texts)
+
+
+TEXTS = ["match goal team", "bank market shares", "love great joy", "hate awful pain cry"]
+
+
+@pytest.mark.parametrize("method", ["gated", "sum", "olora"])
+def test_a_new_branch_and_gate_change_no_output(tiny_bert_dir: Path, method: str) -> None:
+    _, scorer, learner = _learner(tiny_bert_dir, method)
+    learner.begin(0, "first")
+    with torch.no_grad():  # pretend the first task was trained
+        for name, param in scorer.named_parameters():
+            if ".lora_B.first." in name:
+                param.normal_(0, 0.1)
+    before = _embed(scorer, TEXTS)
+    learner.begin(1, "second")
+    assert adapter_names(learner.model) == ["first", "second"]
+    assert torch.equal(_embed(scorer, TEXTS), before)
+
+
+def test_branch_life_cycle_list_activate_delete(tiny_bert_dir: Path) -> None:
+    _, scorer, learner = _learner(tiny_bert_dir, "sum")
+    learner.begin(0, "a")
+    base = _embed(scorer, TEXTS)
+    learner.begin(1, "b")
+    with torch.no_grad():
+        for name, param in scorer.named_parameters():
+            if ".lora_B.b." in name:
+                param.normal_(0, 0.1)
+    trainable = {n for n, p in scorer.named_parameters() if p.requires_grad}
+    assert trainable and all(".b." in n or n == "log_scale" for n in trainable)
+    both = _embed(scorer, TEXTS)
+    assert not torch.allclose(both, base)
+    set_adapters(learner.model, ["a"])
+    assert torch.equal(_embed(scorer, TEXTS), base)
+    set_adapters(learner.model, ["a", "b"])
+    delete_adapter(learner.model, "b")
+    assert adapter_names(learner.model) == ["a"]
+    assert torch.equal(_embed(scorer, TEXTS), base)
+    with pytest.raises(ValueError, match="no adapter named"):
+        set_adapters(learner.model, ["b"])
+
+
+def test_gpm_basis_explains_the_energy_and_projection_removes_it() -> None:
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(200, 5, generator=generator) @ torch.randn(5, 32, generator=generator)
+    features += 0.01 * torch.randn(200, 32, generator=generator)
+    basis = extend_basis(None, features, 0.99)
+    assert torch.allclose(basis.T @ basis, torch.eye(basis.shape[1]), atol=1e-5)
+    explained = (features @ basis).square().sum() / features.square().sum()
+    assert explained >= 0.99 and basis.shape[1] <= 5
+    more = torch.randn(100, 32, generator=generator)
+    grown = extend_basis(basis, more, 0.9)
+    assert torch.equal(grown[:, : basis.shape[1]], basis)
+    assert (more @ grown).square().sum() / more.square().sum() >= 0.9 - 1e-6
+    update = torch.randn(7, 32, generator=generator)
+    assert torch.allclose(
+        project_off(update, grown) @ grown, torch.zeros(7, grown.shape[1]), atol=1e-5
+    )
+
+
+def test_average_performance_and_forgetting_match_a_hand_computed_matrix() -> None:
+    matrix = np.array([[0.9, np.nan, np.nan], [0.7, 0.8, np.nan], [0.6, 0.85, 0.5]])
+    assert average_performance(matrix) == pytest.approx((0.6 + 0.85 + 0.5) / 3)
+    # task 0: best earlier 0.9, final 0.6; task 1: best earlier 0.8, final 0.85
+    assert forgetting(matrix) == pytest.approx(((0.9 - 0.6) + (0.8 - 0.85)) / 2)
+    assert np.isnan(forgetting(np.array([[0.5]])))
+    with pytest.raises(ValueError):
+        average_performance(np.zeros((2, 3)))
+
+
+def _gate_values(learner: Learner, task, texts, branch: str) -> torch.Tensor:
+    assert learner.bank is not None
+    prepared = learner.scorer.prepare(task)
+    with torch.no_grad(), learner.bank.recording() as records:
+        learner.scorer(texts, task, prepared)
+    return torch.cat([r[branch] for r in records])
+
+
+def test_a_new_gate_stays_near_zero_on_the_old_task_after_training(
+    tiny_bert_dir: Path, two_tasks: tuple[str, str], tmp_path: Path
+) -> None:
+    old, new = (load_task(t) for t in two_tasks)
+    _, scorer, learner = _learner(tiny_bert_dir, "gated", energy=0.999)
+    config = TrainConfig(train_size=40, epochs=3, batch_size=8, lr=1e-2)
+    for stage, task in enumerate((old, new)):
+        learner.begin(stage, f"task{stage}")
+        if stage == 1:
+            gate = learner.bank.gates["task1"]  # type: ignore[union-attr]
+            start = {n: p.detach().clone() for n, p in gate.named_parameters()}
+        train_steps(
+            scorer, learner.model, task_batches(task, config), config, after_step=learner.after_step
+        )
+        learner.end(task, task.train.subset(40, seed=0).texts, 16)
+    moved = sum((p - start[n]).norm().item() for n, p in gate.named_parameters())
+    assert moved > 1e-2  # the gate did train
+    on_old = _gate_values(learner, old, list(old.test.texts), "task1")
+    on_new = _gate_values(learner, new, list(new.test.texts), "task1")
+    assert on_old.median() <= 0.05
+    assert on_new.median() > 2 * on_old.median()
+
+
+def test_all_branches_and_gates_round_trip(
+    tiny_bert_dir: Path, two_tasks: tuple[str, str], tmp_path: Path
+) -> None:
+    tasks = [load_task(t) for t in two_tasks]
+    loaded, scorer, learner = _learner(tiny_bert_dir, "gated")
+    config = TrainConfig(train_size=16, epochs=1, batch_size=8, lr=1e-2)
+    for stage, task in enumerate(tasks):
+        learner.begin(stage, f"task{stage}")
+        train_steps(
+            scorer, learner.model, task_batches(task, config), config, after_step=learner.after_step
+        )
+        learner.end(task, task.train.texts[:16], 8)
+    lora = learner.lora
+    save_branches(
+        learner.model,
+        tmp_path / "branches",
+        {"task0": lora, "task1": lora},
+        base_model_name_or_path=loaded.path,
+    )
+    expected = _embed(scorer, TEXTS)
+
+    fresh = load_model(str(tiny_bert_dir))
+    assert load_branches(fresh.model, tmp_path / "branches") == ["task0", "task1"]
+    again = make_scorer(fresh, 16)
+    assert torch.allclose(_embed(again, TEXTS), expected, atol=1e-6)
+    bank, copy = learner.bank, fresh.model.gates  # type: ignore[union-attr]
+    assert bank is not None and copy.newest == "task1"
+    for name in ("input", "hidden", "output"):
+        assert torch.equal(copy.basis(name), bank.basis(name))
+    # each branch is also a plain peft adapter
+    from peft import PeftModel
+
+    peft_model = PeftModel.from_pretrained(
+        load_model(str(tiny_bert_dir)).model, str(tmp_path / "branches" / "task0")
+    )
+    assert peft_model is not None
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_continual_command_writes_matrices_metrics_and_figures_and_resumes(
+    tiny_bert_dir: Path,
+    two_tasks: tuple[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    out = tmp_path / "run"
+    args = [
+        "continual", "--model", str(tiny_bert_dir), "--tasks", ",".join(two_tasks),
+        "--methods", "gated,seq-lora,joint", "--noise", "0.05", "--seeds", "2",
+        "--train-size", "16", "--epochs", "1", "--test-size", "8", "--max-length", "16",
+        "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    code, stdout, err = _run(args, capsys)
+    assert code == 0, err
+    for name in (
+        "results.csv",
+        "metrics.csv",
+        "summary.csv",
+        "gates.csv",
+        "matrices.png",
+        "ap_ft.png",
+        "config.json",
+        "training.jsonl",
+    ):
+        assert (out / name).is_file(), name
+    points = pd.read_csv(out / "results.csv")
+    # 2 orders x (gated, seq-lora: 3 (stage, task) pairs) + joint once: 2 pairs; x (digital + 2)
+    assert len(points) == (2 * 2 * 3 + 2) * 3
+    chips = points[points["card"] != "digital"]
+    assert chips.groupby(["sigma", "instance"])["chip_seed"].nunique().eq(1).all()
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["method"]) == {"gated", "seq-lora", "joint"}
+    assert summary.loc[summary["method"] == "joint", "FT_mean"].isna().all()
+    assert "AP" in stdout and "FT" in stdout
+    assert (out / "branches" / "gated" / "order1" / "branches.json").is_file()
+
+    before = (out / "points.jsonl").read_text()
+    code, _, err = _run(args, capsys)
+    assert code == 0, err
+    assert (out / "points.jsonl").read_text() == before  # nothing recomputed
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--methods", "gated,foo"], "--methods takes distinct names"),
+        (["--tasks", "bbc-news"], "at least two distinct tasks"),
+        (["--orders", "3"], "--orders must be in 1..2"),
+        (["--noise", "0.1..x"], "noise range"),
+        (["--objective", "sgd"], "unknown objective"),
+        (["--device", "no-such-card"], "no-such-card"),
+    ],
+)
+def test_continual_bad_input_is_one_line(
+    extra: list[str],
+    message: str,
+    two_tasks: tuple[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    args = ["continual", "--tasks", ",".join(two_tasks), "--out", str(tmp_path / "r"), *extra]
+    code, _, err = _run(args, capsys)
+    assert code == 2
+    assert message in err and err.count("\n") == 1
