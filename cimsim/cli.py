@@ -386,7 +386,14 @@ def run(
     """Run (or resume) an experiment file's sweep and publish its figure under figures/<name>/."""
     import shutil
 
+    from cimsim.continual.experiment import is_continual
     from cimsim.experiments import load_experiment
+
+    if is_continual(experiment):
+        from cimsim.cli_continual import run_experiment
+
+        run_experiment(experiment, figures_dir, out, _cache_dir(cache_dir), device)
+        return
 
     spec = load_experiment(experiment)
     config = dataclasses.replace(spec.sweep, compute_device=device)

@@ -149,3 +149,32 @@ def continual(
         raise CimsimError(str(err)) from None
     _check_device(torch_device)
     run_and_report(config, out if out is not None else default_dir(config), _cache_dir(cache_dir))
+
+
+PUBLISHED = (
+    "results.csv", "metrics.csv", "summary.csv", "gates.csv", "matrices.png", "matrices.pdf",
+    "ap_ft.png", "ap_ft.pdf", "config.json", "points.jsonl", "training.jsonl",
+)  # fmt: skip
+
+
+def run_experiment(
+    experiment: Path, figures_dir: Path, out: Path | None, cache_dir: Path, device: str
+) -> None:
+    """``cimsim run`` for a continual experiment file: run, then publish to figures/<name>/."""
+    import dataclasses
+    import shutil
+
+    from cimsim.continual.experiment import load_continual
+
+    name, _, config = load_continual(experiment)
+    config = dataclasses.replace(config, compute_device=device)
+    _check_device(device)
+    out_dir = out if out is not None else default_dir(config)
+    run_and_report(config, out_dir, cache_dir)
+    target = figures_dir / name
+    target.mkdir(parents=True, exist_ok=True)
+    for file in PUBLISHED:
+        if (out_dir / file).exists():
+            shutil.copy(out_dir / file, target / file)
+    shutil.copy(experiment, target / "experiment.toml")
+    print(f"published {target}/ (figures, data, config and the experiment file)")

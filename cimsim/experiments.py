@@ -87,16 +87,17 @@ def _sweep(path: Path, table: Any) -> SweepConfig:
         raise CimsimError(f"{path}: invalid [sweep]: {err}") from None
 
 
-def _nested(path: Path, key: str, cls: type, value: Any) -> Any:
+def _nested(path: Path, key: str, cls: type, value: Any, section: str = "sweep") -> Any:
+    """The ``cls`` config of table ``[section.key]``; a one-line error naming a bad field."""
     if not isinstance(value, dict):
-        raise CimsimError(f"{path}: [sweep.{key}] must be a table")
+        raise CimsimError(f"{path}: [{section}.{key}] must be a table")
     names = {f.name for f in dataclasses.fields(cls)}
     for field in value:
         if field not in names:
-            raise CimsimError(f"{path}: unknown key sweep.{key}.{field}")
+            raise CimsimError(f"{path}: unknown key {section}.{key}.{field}")
     if "target_modules" in value:
         value = {**value, "target_modules": tuple(value["target_modules"])}
     try:
         return cls(**value)
     except (TypeError, ValueError) as err:
-        raise CimsimError(f"{path}: invalid [sweep.{key}]: {err}") from None
+        raise CimsimError(f"{path}: invalid [{section}.{key}]: {err}") from None

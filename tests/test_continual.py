@@ -266,3 +266,66 @@ def test_continual_bad_input_is_one_line(
     code, _, err = _run(args, capsys)
     assert code == 2
     assert message in err and err.count("\n") == 1
+
+
+def test_a_continual_experiment_file_runs_and_publishes(
+    tiny_bert_dir: Path,
+    two_tasks: tuple[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    experiment = tmp_path / "tiny-continual.toml"
+    experiment.write_text(
+        f"""name = "tiny-continual"
+[continual]
+model = "{tiny_bert_dir}"
+tasks = ["{two_tasks[0]}", "{two_tasks[1]}"]
+methods = ["gated", "sum"]
+orders = 1
+noise = "0.05"
+seeds = 1
+[continual.train]
+train_size = 16
+epochs = 1
+[continual.eval]
+test_size = 8
+max_length = 16
+"""
+    )
+    figures = tmp_path / "figures"
+    code, _, err = _run(
+        [
+            "run",
+            str(experiment),
+            "--figures-dir",
+            str(figures),
+            "--out",
+            str(tmp_path / "run"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    published = {p.name for p in (figures / "tiny-continual").iterdir()}
+    assert {"summary.csv", "matrices.png", "ap_ft.png", "experiment.toml", "gates.csv"} <= published
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("[continual]\nwhat = 1\n", "unknown key continual.what"),
+        ('[continual]\ntasks = "bbc-news"\n', "continual.tasks must be a list"),
+        ('[continual]\nmethods = ["gated", "nope"]\n', "--methods takes distinct names"),
+        ("[continual.gate]\nenergy = 2.0\n", "energy threshold must be in (0, 1]"),
+        ("[continual.train]\nsteps = 3\n", "unknown key continual.train.steps"),
+    ],
+)
+def test_a_bad_continual_experiment_file_is_one_line(
+    body: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    experiment = tmp_path / "bad.toml"
+    experiment.write_text('name = "bad"\n' + body)
+    code, _, err = _run(["run", str(experiment), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2
+    assert message in err and err.count("\n") == 1

@@ -1,0 +1,83 @@
+"""Continual experiments as TOML files, run by ``cimsim run FILE`` like sweeps.
+
+Format (every key optional except ``name``; the keys are ``cimsim continual``'s words)::
+
+    name = "continual-minilm"          # figures/<name>/ receives the figures and their data
+    description = "..."
+    [continual]
+    model = "minilm"
+    tasks = ["bbc-news", "movie", "tweets-intensity"]
+    methods = ["gated", "seq-lora", "sum", "olora", "joint"]
+    objective = "lora"                 # lora | noise-aware | halora
+    orders = 2
+    card = "channel"
+    noise = "0.02..0.08:4"             # sigmas of the evaluation chips
+    seeds = 3                          # chip instances per sigma
+    seed = 0
+    lam_orth = 0.5
+    [continual.lora]                   # LoraConfig fields
+    [continual.train]                  # TrainConfig fields
+    [continual.gate]                   # GateConfig fields
+    [continual.eval]                   # EvalConfig fields
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cimsim.continual.runner import ContinualConfig
+from cimsim.errors import CimsimError
+from cimsim.experiments import _nested
+from cimsim.gates import GateConfig
+from cimsim.lora import LoraConfig
+from cimsim.ranges import parse_range
+from cimsim.results import read_toml
+from cimsim.sweep import EvalConfig
+from cimsim.train import TrainConfig
+
+SECTION = "continual"
+_NESTED = {"lora": LoraConfig, "train": TrainConfig, "gate": GateConfig, "eval": EvalConfig}
+_SCALARS = {"model", "objective", "orders", "card", "seed", "lam_orth"}
+_LISTS = {"tasks", "methods"}
+
+
+def is_continual(path: Path) -> bool:
+    """True when the experiment file describes a continual experiment."""
+    return SECTION in read_toml(path, "experiment file")
+
+
+def load_continual(path: Path) -> tuple[str, str, ContinualConfig]:
+    """Name, description and config of a continual experiment file."""
+    raw = read_toml(path, "experiment file")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name or "/" in name:
+        raise CimsimError(f"{path}: 'name' must be a non-empty string without '/'")
+    unknown = set(raw) - {"name", "description", SECTION}
+    if unknown:
+        raise CimsimError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
+    table = raw[SECTION]
+    if not isinstance(table, dict):
+        raise CimsimError(f"{path}: [{SECTION}] must be a table")
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in _NESTED:
+            kwargs[key] = _nested(path, key, _NESTED[key], value, SECTION)
+        elif key in _LISTS:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise CimsimError(f"{path}: {SECTION}.{key} must be a list of names")
+            kwargs[key] = tuple(value)
+        elif key in _SCALARS:
+            kwargs[key] = value
+        elif key == "noise":
+            if not isinstance(value, str):
+                raise CimsimError(f"{path}: {SECTION}.noise must be a string like '0.02..0.08:4'")
+            kwargs["values"] = tuple(parse_range(value))
+        elif key == "seeds":
+            kwargs["instances"] = value
+        else:
+            raise CimsimError(f"{path}: unknown key {SECTION}.{key}")
+    try:
+        return name, str(raw.get("description", "")), ContinualConfig(**kwargs)
+    except (TypeError, ValueError, CimsimError) as err:
+        raise CimsimError(f"{path}: invalid [{SECTION}]: {err}") from None
