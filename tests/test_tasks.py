@@ -215,6 +215,20 @@ def test_parse_snippets_thresholds_at_one(tmp_path: Path) -> None:
     assert labels == [0, 0, 1, 1, 1]
 
 
+def test_parse_intensity_keeps_both_ends_whatever_the_polarity(tmp_path: Path) -> None:
+    path = tmp_path / "snippets.txt"
+    path.write_bytes(GROUND_TRUTH.encode("utf-8"))
+    texts, labels = vader.parse_intensity(path)
+    # neutral: |score| <= 0.5; intense: |score| >= 2.0; the rest (0.99, 1.0, -1.0) is left out
+    assert dict(zip(texts, labels, strict=True)) == {
+        "awful": 1,
+        "neutral": 0,
+        "mild": 0,
+        "great \u2028with a line separator": 1,
+        "superb, with a\ttab": 1,
+    }
+
+
 def test_parse_snippets_names_the_bad_line(tmp_path: Path) -> None:
     path = tmp_path / "snippets.txt"
     path.write_text("1\t2.0\tfine\r\n2\tnot-a-number\toops\r\n", encoding="utf-8")

@@ -4,6 +4,7 @@ Registered tasks (``bbc-news`` is the default):
 
 - ``bbc-news``: BBC News, 5 topics (:mod:`cimsim.tasks.bbc`).
 - ``movie``, ``tweets``, ``amazon``, ``nyt``: binary sentiment from the VADER human-rated snippets,
+  and ``tweets-intensity`` (neutral vs intense tweets, either polarity),
   fetched once into the cache (:mod:`cimsim.tasks.vader`).
 
 Any ``.jsonl``/``.csv``/``.tsv`` path is a task too (:mod:`cimsim.tasks.local`). This package

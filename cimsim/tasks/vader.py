@@ -1,4 +1,5 @@
-"""Four binary sentiment tasks from the VADER human-rated snippets: movie, tweets, amazon, nyt.
+"""Binary tasks from the VADER human-rated snippets: polarity of movie, tweets, amazon and nyt
+snippets, and the emotional intensity of tweets (``tweets-intensity``).
 
 Hutto & Gilbert (ICWSM 2014) had every snippet rated on a -4..+4 scale by at least 20 screened
 human raters; the "ground truth" files give the mean rating (see the archive's _README_.txt). The
@@ -26,6 +27,9 @@ from cimsim.tasks.base import Task, TaskSpec, make_task
 SOURCE = "VADER human-rated snippets (Hutto & Gilbert, ICWSM 2014), vaderSentiment 3.3.2 sdist, MIT"
 LABEL_NAMES = ("negative", "positive")
 MIN_ABS_SCORE = 1.0  # mean rating on -4..+4; see parse_snippets for why near-neutral ones go
+INTENSITY_LABELS = ("neutral", "intense")
+NEUTRAL_MAX_ABS = 0.5  # tweets-intensity: |mean rating| at most this is "neutral" ...
+INTENSE_MIN_ABS = 2.0  # ... and at least this is "intense", positive or negative alike
 PIP_COMMAND = (
     "-m",
     "pip",
@@ -81,22 +85,16 @@ SETS = (
 )
 
 
-def parse_snippets(path: Path, min_abs_score: float = MIN_ABS_SCORE) -> tuple[list[str], list[int]]:
-    """Texts and binary labels (0 negative, 1 positive) from a VADER ground-truth file.
+def read_ratings(path: Path) -> list[tuple[float, str]]:
+    """(mean rating, text) of every snippet in a VADER ground-truth file.
 
-    Format: UTF-8, one ``id<TAB>mean_score<TAB>text`` per line, CRLF line ends. Snippets with
-    ``|mean_score| < min_abs_score`` are left out: a mean rating near 0 is either a neutral snippet
-    or raters who disagree, and neither has a reliable polarity. Label 0 if the score is
-    ``<= -min_abs_score``, 1 if ``>= min_abs_score``.
+    Format: UTF-8, one ``id<TAB>mean_score<TAB>text`` per line, CRLF line ends.
     """
-    if min_abs_score <= 0:
-        raise CimsimError(f"min_abs_score must be positive, got {min_abs_score}")
     try:
         content = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise CimsimError(f"cannot read VADER snippets from {path}: {error}") from None
-    texts: list[str] = []
-    labels: list[int] = []
+    rows: list[tuple[float, str]] = []
     # split("\n"), not splitlines(): a snippet may hold U+2028 or other characters it splits on.
     for number, line in enumerate(content.split("\n"), start=1):
         line = line.rstrip("\r")
@@ -104,13 +102,36 @@ def parse_snippets(path: Path, min_abs_score: float = MIN_ABS_SCORE) -> tuple[li
             continue
         fields = line.split("\t", 2)
         try:
-            score = float(fields[1])
-            text = fields[2].strip()
+            rows.append((float(fields[1]), fields[2].strip()))
         except (IndexError, ValueError):
             raise CimsimError(f"{path}, line {number}: expected id<TAB>score<TAB>text") from None
-        if abs(score) >= min_abs_score:
+    return rows
+
+
+def parse_snippets(path: Path, min_abs_score: float = MIN_ABS_SCORE) -> tuple[list[str], list[int]]:
+    """Texts and binary labels (0 negative, 1 positive) from a VADER ground-truth file.
+
+    Snippets with ``|mean_score| < min_abs_score`` are left out: a mean rating near 0 is either a
+    neutral snippet or raters who disagree, and neither has a reliable polarity. Label 0 if the
+    score is ``<= -min_abs_score``, 1 if ``>= min_abs_score``.
+    """
+    if min_abs_score <= 0:
+        raise CimsimError(f"min_abs_score must be positive, got {min_abs_score}")
+    kept = [(score, text) for score, text in read_ratings(path) if abs(score) >= min_abs_score]
+    return [text for _, text in kept], [int(score > 0) for score, _ in kept]
+
+
+def parse_intensity(path: Path) -> tuple[list[str], list[int]]:
+    """Texts and intensity labels (0 neutral, 1 intense), whatever the polarity.
+
+    Neutral: ``|mean_score| <= NEUTRAL_MAX_ABS``; intense: ``|mean_score| >= INTENSE_MIN_ABS``;
+    the snippets in between are left out, so the two classes are clearly apart.
+    """
+    texts, labels = [], []
+    for score, text in read_ratings(path):
+        if abs(score) <= NEUTRAL_MAX_ABS or abs(score) >= INTENSE_MIN_ABS:
             texts.append(text)
-            labels.append(int(score > 0))
+            labels.append(int(abs(score) >= INTENSE_MIN_ABS))
     return texts, labels
 
 
@@ -223,14 +244,46 @@ def load(snippets: _SnippetSet, cache_dir: Path) -> Task:
     )
 
 
-SPECS = tuple(
-    TaskSpec(
-        name=s.name,
-        summary=s.summary,
+def load_intensity(cache_dir: Path) -> Task:
+    """``tweets-intensity``: is a tweet emotionally intense or neutral (either polarity)?
+
+    It asks a different question of sentiment-laden text than the polarity tasks do: a strongly
+    negative and a strongly positive tweet share a label here. That is what makes the default
+    continual sequence (``cimsim.continual``) discriminative: a single LoRA branch that learns it
+    after (or before) a polarity task must reshape what the other task relies on.
+    """
+    texts, labels = parse_intensity(fetch_snippets(cache_dir) / "tweets_GroundTruth.txt")
+    return make_task(
+        "tweets-intensity",
+        texts,
+        labels,
+        label_names=INTENSITY_LABELS,
+        label_descriptions=("This tweet is neutral in tone.", "This tweet is emotionally intense."),
+        prompt_template="Tweet: {text}\nTone:",
+        verbalizers=(" neutral", " intense"),
         source=SOURCE,
-        label_names=LABEL_NAMES,
-        load=partial(load, s),
-        is_available=is_available,
     )
-    for s in SETS
+
+
+SPECS = (
+    *(
+        TaskSpec(
+            name=s.name,
+            summary=s.summary,
+            source=SOURCE,
+            label_names=LABEL_NAMES,
+            load=partial(load, s),
+            is_available=is_available,
+        )
+        for s in SETS
+    ),
+    TaskSpec(
+        name="tweets-intensity",
+        summary=f"tweets, neutral (|rating| <= {NEUTRAL_MAX_ABS}) / intense (>= {INTENSE_MIN_ABS})"
+        " whatever the polarity (VADER human ratings)",
+        source=SOURCE,
+        label_names=INTENSITY_LABELS,
+        load=load_intensity,
+        is_available=is_available,
+    ),
 )
