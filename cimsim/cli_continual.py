@@ -76,7 +76,9 @@ def run_and_report(config: Any, out_dir: Path, cache_dir: Path) -> None:
 def continual(
     tasks: Annotated[
         str | None,
-        typer.Option(help="Task sequence, comma list (default: bbc-news,movie,tweets-intensity)."),
+        typer.Option(
+            help="Task sequence, comma list (default: movie-yesno,tweets-yesno,bbc-yesno)."
+        ),
     ] = None,
     methods: Annotated[
         str,

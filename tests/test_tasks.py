@@ -453,3 +453,27 @@ def test_default_cache_dir(
     for variable, value in environment.items():
         monkeypatch.setenv(variable, value)
     assert default_cache_dir() == expected
+
+
+def test_yes_no_questions_share_one_answer_space_and_balance_bbc() -> None:
+    task = load_task("bbc-yesno")
+    assert task.label_names == ("no", "yes")
+    assert task.label_descriptions == ("No.", "Yes.")
+    assert "Is this article about politics?" in task.prompt_template
+    labels = task.train.labels + task.test.labels
+    assert labels.count(1) == labels.count(0)  # as many other-topic articles as politics ones
+    source = load_task("bbc-news")
+    politics = {
+        t
+        for split in (source.train, source.test)
+        for t, label in zip(split.texts, split.labels, strict=True)
+        if source.label_names[label] == "politics"
+    }
+    yes = {
+        t
+        for split in (task.train, task.test)
+        for t, label in zip(split.texts, split.labels, strict=True)
+        if label == 1
+    }
+    assert yes == politics
+    assert load_task("bbc-yesno").fingerprint == task.fingerprint  # the "no" draw is seeded

@@ -43,7 +43,7 @@ from cimsim.sweep import EvalConfig, chip_seed
 from cimsim.train import TrainConfig
 
 SCHEMA = "cimsim.continual/1"
-DEFAULT_TASKS = ("bbc-news", "movie", "tweets")
+DEFAULT_TASKS = ("movie-yesno", "tweets-yesno", "bbc-yesno")
 DEFAULT_METHODS = ("gated", "seq-lora")
 CONFIG_FILE, POINTS_FILE = "config.json", "points.jsonl"
 _GRID_FIELDS = ("methods", "values", "instances", "orders")

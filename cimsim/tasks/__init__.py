@@ -6,6 +6,8 @@ Registered tasks (``bbc-news`` is the default):
 - ``movie``, ``tweets``, ``amazon``, ``nyt``: binary sentiment from the VADER human-rated snippets,
   and ``tweets-intensity`` (neutral vs intense tweets, either polarity),
   fetched once into the cache (:mod:`cimsim.tasks.vader`).
+- ``movie-yesno``, ``tweets-yesno``, ``bbc-yesno``: yes/no questions over those sources, sharing
+  one answer space (:mod:`cimsim.tasks.yesno`; the default continual sequence).
 
 Any ``.jsonl``/``.csv``/``.tsv`` path is a task too (:mod:`cimsim.tasks.local`). This package
 imports neither torch nor transformers, so listing tasks stays instant.
@@ -18,7 +20,7 @@ from typing import Any
 
 from cimsim.errors import CimsimError
 from cimsim.paths import default_cache_dir
-from cimsim.tasks import bbc, vader
+from cimsim.tasks import bbc, vader, yesno
 from cimsim.tasks.base import Split, Task, TaskSpec, make_task
 from cimsim.tasks.local import is_local_file_name, load_local
 
@@ -33,7 +35,7 @@ __all__ = [
     "make_task",
 ]
 
-TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (bbc.SPEC, *vader.SPECS)}
+TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (bbc.SPEC, *vader.SPECS, *yesno.SPECS)}
 DEFAULT_TASK = bbc.NAME
 
 
