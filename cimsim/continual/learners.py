@@ -125,11 +125,16 @@ class Learner:
             param.requires_grad_(False)
         if self.bank is None:
             return
-        with self.bank.recording() as records:
-            prepared = self.scorer.prepare(task)  # records the label side's rows, if any
+        with self.bank.recording() as label_rows:
+            prepared = self.scorer.prepare(task)  # an encoder embeds the label descriptions
+        with self.bank.recording() as text_rows:
             for start in range(0, len(texts), batch_size):
                 self.scorer(texts[start : start + batch_size], task, prepared)
-        self.bank.remember(torch.cat([r["pooled"] for r in records]))
+        # The few label rows are remembered on their own: inside the texts' energy budget they
+        # would be left out, and a new gate opening on them would move every old task's anchors.
+        for records in (text_rows, label_rows):
+            if records:
+                self.bank.remember(torch.cat([r["pooled"] for r in records]))
 
     def state(self) -> dict[str, torch.Tensor]:
         """A copy of everything the method has trained so far (branches, gates, temperature)."""
