@@ -52,12 +52,17 @@ class GateConfig:
     """Width of the gate MLP's hidden layer."""
     energy: float = 0.99
     """GPM threshold: fraction of an old task's feature energy the remembered subspace explains."""
+    lr: float = 1e-2
+    """AdamW learning rate of the newest gate. A new gate can only respond to what old tasks'
+    subspaces leave out, a small part of each input, so it needs larger steps than the branches."""
 
     def __post_init__(self) -> None:
         if self.hidden < 1:
             raise ValueError(f"gate hidden width must be >= 1, got {self.hidden}")
         if not 0 < self.energy <= 1:
             raise ValueError(f"gate energy threshold must be in (0, 1], got {self.energy}")
+        if not self.lr > 0:
+            raise ValueError(f"gate learning rate must be positive, got {self.lr}")
 
 
 class Gate(nn.Module):

@@ -6,7 +6,9 @@ the argmax, so no per-task head and no task id are needed at inference.
 * Encoder (:class:`EncoderScorer`): the logit of label ``k`` is ``exp(s) * cos(e(x), e(d_k))``,
   where ``e`` is the mean-pooled, L2-normalised last hidden state and ``d_k`` the label's verbalised
   description ("This article is about sport."). ``s`` is a learned log-temperature; it changes the
-  loss, never the argmax. All tasks' labels therefore live in one output space.
+  loss, never the argmax. All tasks' labels therefore live in one output space. Optionally
+  (``prompted``) the text is embedded as a pair with the task's instruction, its prompt without
+  the text, so that tasks asking different questions of similar texts can be told apart.
 * Causal LM (:class:`CausalScorer`): the logit of label ``k`` is the log-likelihood of its
   verbaliser (" sport") after the task's prompt, summed over the verbaliser's tokens.
 
@@ -34,11 +36,12 @@ INITIAL_TEMPERATURE = 0.05
 class EncoderScorer(nn.Module):
     """Cosine similarity between text and label-description embeddings, over a temperature."""
 
-    def __init__(self, loaded: LoadedModel, max_length: int) -> None:
+    def __init__(self, loaded: LoadedModel, max_length: int, prompted: bool = False) -> None:
         super().__init__()
         self.encoder = loaded.model
         self.tokenizer: Any = loaded.tokenizer
         self.max_length = max_length
+        self.prompted = prompted
         device = next(loaded.model.parameters()).device
         self.log_scale = nn.Parameter(
             torch.tensor(math.log(1 / INITIAL_TEMPERATURE), device=device)
@@ -48,15 +51,28 @@ class EncoderScorer(nn.Module):
     def device(self) -> torch.device:
         return self.log_scale.device
 
-    def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        """(n, d) unit-norm mean-pooled embeddings."""
-        batch = self.tokenizer(
-            list(texts),
-            truncation=True,
-            max_length=self.max_length,
-            padding=True,
-            return_tensors="pt",
-        ).to(self.device)
+    def embed(self, texts: Sequence[str], instruction: str | None = None) -> torch.Tensor:
+        """(n, d) unit-norm mean-pooled embeddings; with an ``instruction``, of the pair (text,
+        instruction), the text alone truncated to ``max_length`` tokens."""
+        if instruction is None:
+            batch = self.tokenizer(
+                list(texts),
+                truncation=True,
+                max_length=self.max_length,
+                padding=True,
+                return_tensors="pt",
+            )
+        else:
+            extra = len(self.tokenizer(instruction)["input_ids"])  # with its special tokens
+            batch = self.tokenizer(
+                list(texts),
+                [instruction] * len(texts),
+                truncation="only_first",
+                max_length=self.max_length + extra,
+                padding=True,
+                return_tensors="pt",
+            )
+        batch = batch.to(self.device)
         hidden = self.encoder(**batch).last_hidden_state  # (n, seq, d)
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (n, seq, 1)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)  # (n, d)
@@ -68,7 +84,13 @@ class EncoderScorer(nn.Module):
 
     def forward(self, texts: Sequence[str], task: Task, prepared: Any = None) -> torch.Tensor:
         labels = self.prepare(task) if prepared is None else prepared  # (n_labels, d)
-        return self.log_scale.exp() * self.embed(texts) @ labels.T  # (batch, n_labels)
+        texts_embedded = self.embed(texts, instruction(task) if self.prompted else None)
+        return self.log_scale.exp() * texts_embedded @ labels.T  # (batch, n_labels)
+
+
+def instruction(task: Task) -> str:
+    """The task's prompt without its text: "Review: Is this movie review positive? Answer:"."""
+    return " ".join(task.prompt_template.replace("{text}", " ").split())
 
 
 class CausalScorer(nn.Module):
@@ -132,8 +154,9 @@ class CausalScorer(nn.Module):
 Scorer = EncoderScorer | CausalScorer
 
 
-def make_scorer(loaded: LoadedModel, max_length: int) -> Scorer:
-    """The scorer that fits the model's kind."""
+def make_scorer(loaded: LoadedModel, max_length: int, prompted: bool = False) -> Scorer:
+    """The scorer that fits the model's kind; ``prompted``: an encoder reads each text together
+    with the task's instruction (a causal LM always reads its prompt)."""
     if loaded.kind == "causal":
         return CausalScorer(loaded, max_length)
-    return EncoderScorer(loaded, max_length)
+    return EncoderScorer(loaded, max_length, prompted)

@@ -144,17 +144,21 @@ def train_steps(
     *,
     regulariser: Callable[[], torch.Tensor | None] | None = None,
     after_step: Callable[[], None] | None = None,
+    param_groups: Sequence[dict] = (),
 ) -> list[dict[str, float]]:
     """One AdamW step per batch on every parameter of ``scorer`` that requires grad.
 
-    ``regulariser`` adds a loss term (when it returns one) to every step (logged as
+    ``param_groups`` are AdamW groups with their own settings (e.g. ``lr``) for some of those
+    parameters. ``regulariser`` adds a loss term (when it returns one) to every step (logged as
     ``regulariser``); ``after_step``
     runs after every optimiser step (e.g. to project the update, :mod:`cimsim.gpm`).
     """
     progress = progress or Silent()
     card = load_card(config.noise_card).with_value("sigma", config.noise_sigma)
     params = [p for p in scorer.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    special = {id(p) for group in param_groups for p in group["params"]}
+    groups = [{"params": [p for p in params if id(p) not in special]}, *param_groups]
+    optimiser = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     progress.stage(f"training LoRA ({method})", len(batches))
     log: list[dict[str, float]] = []
     for task, texts, labels in batches:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,19 @@ def test_encoder_embedding_ignores_padding(tiny_bert_dir: Path) -> None:
         alone = scorer.embed(["rates rose"])
         padded = scorer.embed(["rates rose", "a much longer text about the team that won"])
     assert torch.allclose(alone[0], padded[0], atol=1e-5)
+
+
+def test_a_prompted_encoder_reads_the_instruction_after_the_truncated_text(
+    tiny_bert_dir: Path,
+) -> None:
+    loaded = load_model(str(tiny_bert_dir))
+    plain, prompted = EncoderScorer(loaded, 8), EncoderScorer(loaded, 8, prompted=True)
+    task = _task()
+    other = dataclasses.replace(task, prompt_template="Text: {text}\nIs it about money?")
+    long_text = " ".join(["the team won the match"] * 20)
+    with torch.no_grad():
+        assert torch.equal(plain(["markets fell"], task), plain(["markets fell"], other))
+        a, b = prompted([long_text], task), prompted([long_text], other)
+    assert not torch.allclose(a, b)  # the instruction survives truncation and matters
+    tokens = loaded.tokenizer(long_text, "Text: Topic:", truncation="only_first", max_length=8 + 5)
+    assert tokens["input_ids"][-5:-1] == loaded.tokenizer("Text: Topic:")["input_ids"][1:-1]

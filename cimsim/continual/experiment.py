@@ -38,7 +38,7 @@ from cimsim.train import TrainConfig
 
 SECTION = "continual"
 _NESTED = {"lora": LoraConfig, "train": TrainConfig, "gate": GateConfig, "eval": EvalConfig}
-_SCALARS = {"model", "objective", "orders", "card", "seed", "lam_orth"}
+_SCALARS = {"model", "objective", "orders", "card", "seed", "lam_orth", "memory_size", "prompted"}
 _LISTS = {"tasks", "methods"}
 
 

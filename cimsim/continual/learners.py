@@ -98,6 +98,13 @@ class Learner:
         if self.bank is not None:
             self.bank.refresh()
 
+    def param_groups(self) -> list[dict]:
+        """Optimiser groups with their own learning rate: the newest gate's."""
+        if self.bank is None or self.bank.newest != self.branches[-1]:
+            return []
+        gate = self.bank.gate(self.bank.newest)
+        return [{"params": list(gate.parameters()), "lr": self.bank.config.lr}]
+
     def regulariser(self) -> torch.Tensor | None:
         """O-LoRA's orthogonality loss for the newest branch (None for other methods)."""
         if self.method != "olora" or len(self.branches) < 2:

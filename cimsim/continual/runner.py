@@ -79,6 +79,11 @@ class ContinualConfig:
     """gated: gate width and the GPM energy threshold."""
     lam_orth: float = 0.5
     """olora: weight of the orthogonality loss."""
+    memory_size: int = 1000
+    """gated: training examples of each finished task whose inputs the gates remember (GPM)."""
+    prompted: bool = True
+    """An encoder reads each text paired with the task's instruction (its prompt without the
+    text), as GainLoRA's gates read instruction and input; causal LMs always read the prompt."""
     eval: EvalConfig = EvalConfig(test_size=200)
     """How accuracy is measured (per task)."""
     compute_device: str = "cpu"
@@ -106,6 +111,8 @@ class ContinualConfig:
             raise CimsimError(f"--seeds must be >= 1, got {self.instances}")
         if any(not v >= 0 for v in self.values):
             raise CimsimError("noise values must be >= 0")
+        if self.memory_size < 1:
+            raise CimsimError(f"memory_size must be >= 1, got {self.memory_size}")
         if not self.lam_orth >= 0:
             raise CimsimError(f"--lam-orth must be >= 0, got {self.lam_orth}")
 
@@ -222,7 +229,7 @@ class _Run:
             return
         self.progress.log(f"{method}, order {index}: {' > '.join(order)}")
         loaded = load_model(config.model, device=config.compute_device)
-        scorer = make_scorer(loaded, config.eval.max_length)
+        scorer = make_scorer(loaded, config.eval.max_length, prompted=config.prompted)
         lora = config.lora.resolve(loaded.lora_targets)
         learner = Learner(
             method,
@@ -297,10 +304,11 @@ class _Run:
             self.progress,
             regulariser=learner.regulariser,
             after_step=learner.after_step,
+            param_groups=learner.param_groups(),
         )
         last = self.tasks[names[-1]]
-        seen = last.train.subset(train.train_size, seed=train.seed)
-        learner.end(last, seen.texts, self.config.eval.batch_size)
+        memory = last.train.subset(self.config.memory_size, seed=train.seed)
+        learner.end(last, memory.texts, self.config.eval.batch_size)
         tail = [step["loss"] for step in log[-10:]]
         append_point(
             self.out_dir / "training.jsonl",
