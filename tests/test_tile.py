@@ -86,6 +86,16 @@ def test_dac_and_adc_error_has_the_quantisation_size() -> None:
     assert ((y - x @ weight.T).abs() <= bound + 1e-5).all()
 
 
+@pytest.mark.parametrize("inp_bound", [0.5, 1.0, 2.0])
+def test_dac_codes_equal_the_documented_quantiser(inp_bound: float) -> None:
+    # The engine feeds integer DAC codes; the module docstring's formula quantises x / alpha.
+    weight, x = _layer(d_in=256)
+    y = _run(weight, x, TileConfig(dac_bits=6, inp_bound=inp_bound))
+    alpha = x.abs().amax(dim=1, keepdim=True)  # (n, 1)
+    x_q = quantise(x / alpha, 6, inp_bound) * alpha
+    assert torch.allclose(y, x_q @ weight.T, atol=1e-5)
+
+
 def test_output_noise_has_its_std_in_full_scale_units() -> None:
     weight, x = _layer(d_out=64, d_in=256)
     tile = TileConfig(out_noise=0.05)
