@@ -182,7 +182,7 @@ def analog_linear(
 
     Every step on a (tiles, n, d_out) tensor is one in-place pass: the noise is drawn into the
     output buffer, the matrix product is added to it (``baddbmm_``), the ADC rounds and clips in
-    place, and the tiles' codes are scaled and summed with the bias in one ``addcmul`` per tile.
+    place, and the tiles' codes are scaled and summed into the first tile's slice.
     """
     d_out = weight_n.shape[-1]
     slices = split_inputs(x.reshape(-1, x.shape[-1]), tile).transpose(0, 1)  # (tiles, n, width)
@@ -215,16 +215,12 @@ def _dac(slices: torch.Tensor, alpha: torch.Tensor, tile: TileConfig) -> torch.T
 def _scale_and_sum(
     y: torch.Tensor, code_scale: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
-    """``bias + sum_t y[t] * code_scale[t]``: (tiles, n, d_out) -> (n, d_out)."""
-    if bias is None and y.shape[0] == 1:
-        return y[0].mul_(code_scale[0])
-    if bias is None:
-        out = torch.mul(y[0], code_scale[0])
-    else:
-        out = torch.addcmul(bias, y[0], code_scale[0])
+    """``bias + sum_t y[t] * code_scale[t]``: (tiles, n, d_out) -> (n, d_out), in place in
+    ``y[0]`` (a fresh output buffer would cost more in page faults than the extra pass)."""
+    out = y[0].mul_(code_scale[0])
     for t in range(1, y.shape[0]):
-        out.addcmul_(y[t], code_scale[t])
-    return out
+        out = out.addcmul_(y[t], code_scale[t])
+    return out if bias is None else out.add_(bias)
 
 
 def _tile_outputs(
