@@ -197,7 +197,7 @@ def analog_linear(
 def _abs_max(x: torch.Tensor) -> torch.Tensor:
     """max_j |x_j| over the last dim, kept: two reductions, no |x| copy (on CPU, 6x faster than
     ``linalg.vector_norm(ord=inf)`` and 1.5x faster than ``abs().amax()``)."""
-    return torch.maximum(x.amax(dim=-1, keepdim=True), x.amin(dim=-1, keepdim=True).neg_())
+    return torch.maximum(x.amax(dim=-1, keepdim=True), -x.amin(dim=-1, keepdim=True))
 
 
 def _dac(slices: torch.Tensor, alpha: torch.Tensor, tile: TileConfig) -> torch.Tensor:

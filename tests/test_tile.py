@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,15 @@ def test_read_noise_std_matches_a_fresh_weight_error_per_read() -> None:
 def test_tile_validation(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TileConfig(**{field: value})
+
+
+@pytest.mark.parametrize("bound_management", ["none", "iterative"])
+def test_backward_runs_through_the_periphery(bound_management: str) -> None:
+    # Noise-aware training back-propagates through analog layers: in-place steps must not
+    # overwrite a tensor autograd saved.
+    weight, x = _layer()
+    tile = TileConfig(rows=128, dac_bits=8, adc_bits=8, out_noise=0.04, out_bound=2.0)
+    tile = dataclasses.replace(tile, bound_management=bound_management)
+    x.requires_grad_(True)
+    _run(weight, x, tile).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
