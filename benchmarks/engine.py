@@ -1,6 +1,7 @@
 """Speed and memory of cimsim's engine beside plain PyTorch and aihwkit's torch tile, in one run.
 
     .venv/bin/python benchmarks/engine.py [--model toy|minilm|smollm2-135m] [--repeats N]
+                                          [--threads N] [--out FILE]
 
 Prints a Markdown table and writes ``benchmarks/results/engine-<model>.json`` (schema
 ``SCHEMA``: the settings, every raw timing, the ratios, the targets of DESIGN.md and the
@@ -205,6 +206,7 @@ def _cpu_name() -> str:
 
 
 def run(model_name: str, repeats: int) -> dict[str, Any]:
+    load_before = os.getloadavg()[0]  # the machine is shared: say how busy it was
     digital, inputs, input_desc = load(model_name)
     digital.requires_grad_(False)
     cim = copy.deepcopy(digital)
@@ -234,6 +236,7 @@ def run(model_name: str, repeats: int) -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(),
             "cpu": _cpu_name(),
             "cpu_count": os.cpu_count(),
+            "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         },
     }
 
@@ -302,7 +305,9 @@ def markdown(result: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     lines = [
         f"### {result['model']}: {result['analog_weights']:,} analog weights, input "
         f"{result['input']}, median of {result['repeats']}, {env['torch_threads']} threads, "
-        f"torch {env['packages']['torch']}, aihwkit {env['packages']['aihwkit']}",
+        f"torch {env['packages']['torch']}, aihwkit {env['packages']['aihwkit']}, load average "
+        f"{env['load_average_1min']['before']:.1f} -> {env['load_average_1min']['after']:.1f} "
+        f"on {env['cpu_count']} CPUs",
         "",
         "| measure | setting | cimsim | aihwkit | cimsim target | met |",
         "|---|---|---|---|---|---|",
@@ -320,12 +325,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="toy", choices=["toy", "minilm", "smollm2-135m"])
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats (median is kept)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--out", type=Path, help="result file (default: results/engine-MODEL.json)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     result = run(args.model, args.repeats)
     rows = summarise(result)
     result["summary"] = rows
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"engine-{args.model}.json"
+    path = args.out or RESULTS / f"engine-{args.model}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(result, indent=2) + "\n")
     print(markdown(result, rows))
     print(f"\nwritten to {path}")

@@ -43,7 +43,8 @@ class AnalogLinear(nn.Module):
         super().__init__()
         self.base_layer = base_layer
         # (d_out, d_in) read-back weights; behind a simulated periphery instead the normalised
-        # per-tile slices (tiles, width, d_out) with their full scales (tiles, 1, d_out).
+        # per-tile slices (tiles, width, d_out) with the factors from ADC codes back to weight
+        # units (tiles, 1, d_out); see cimsim.tile.program_tiles.
         self.programmed_weight: torch.Tensor | None
         self.channel_scale: torch.Tensor | None
         self.register_buffer("programmed_weight", None, persistent=False)

@@ -29,20 +29,27 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
+
+from cimsim.draws import normal_each_, stream_seed
 
 from .base import NoiseModel
 
 _ZERO_CLIP = 1e-12
 
 
+def _row_abs_max(weight: torch.Tensor) -> torch.Tensor:
+    """max_j |W[i, j]| as (d_out, 1), without a copy of |W|."""
+    return torch.maximum(weight.amax(dim=1, keepdim=True), weight.amin(dim=1, keepdim=True).neg_())
+
+
 @contextlib.contextmanager
 def _global_rng_from(generator: torch.Generator) -> Iterator[None]:
     """Seed torch's global RNG from ``generator`` for code that only knows the global one."""
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    seed = stream_seed(generator)
     devices = [generator.device] if generator.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -96,52 +103,67 @@ class ConductanceNoise(NoiseModel):
         )
 
     def _program(self, weight, generator, out):
-        scale = weight.abs().amax(dim=1, keepdim=True).clamp(min=_ZERO_CLIP)  # (d_out, 1)
-        targets = self._to_conductances(weight / scale)  # each (d_out, d_in), µS
-        targets = [self._quantise(g) for g in targets]
-        programmed = [self._program_conductance(g, generator).clamp_(min=0.0) for g in targets]
-        programmed = [self._stick(g, generator) for g in programmed]
-        read_back = self._to_weights(programmed)  # (d_out, d_in), in [-1, 1] before noise
-        if self.drift_time_s > 0:
-            drifted = [
-                self._drift(g, g_t, generator).clamp_(min=0.0)
-                for g, g_t in zip(programmed, targets, strict=True)
-            ]
-            drifted_back = self._to_weights(drifted)
-            if self.drift_compensation:
-                alpha = read_back.abs().mean() / drifted_back.abs().mean().clamp(min=_ZERO_CLIP)
-                drifted_back = drifted_back * alpha
-            read_back = drifted_back
-        return out.copy_(read_back).mul_(scale)
+        # Every step works on one (devices, d_out, d_in) buffer, in place where it can: a chip
+        # costs a few passes over it besides the draws.
+        scale = _row_abs_max(weight).clamp_(min=_ZERO_CLIP)  # (d_out, 1)
+        targets = self._quantise_(self._to_conductances(weight, scale))  # µS
+        drifts = self.drift_time_s > 0  # drift reads the targets again, so keep them
+        programmed = self._program_devices(
+            targets.clone() if drifts else targets, generator, scratch=out
+        )
+        programmed = programmed.clamp_(min=0.0)
+        for g in programmed:  # (d_out, d_in) per device, in device order
+            self._stick_(g, generator)
+        if not drifts:
+            return self._to_weights(programmed, out).mul_(scale)
+        read_back = self._to_weights(programmed, torch.empty_like(out))  # [-1, 1] before noise
+        drifted = torch.stack(
+            [self._drift(g, g_t, generator) for g, g_t in zip(programmed, targets, strict=True)]
+        ).clamp_(min=0.0)
+        drifted_back = self._to_weights(drifted, out)
+        if self.drift_compensation:
+            alpha = read_back.abs().mean() / drifted_back.abs().mean().clamp(min=_ZERO_CLIP)
+            drifted_back.mul_(alpha)
+        return drifted_back.mul_(scale)
 
-    def _to_conductances(self, w_n: torch.Tensor) -> list[torch.Tensor]:
+    def _to_conductances(self, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Target conductances (devices, d_out, d_in) in µS of ``w_n = weight / scale``."""
+        span = self.g_max_us - self.g_min_us
+        if not self.differential:  # g_min + span (w_n + 1) / 2
+            return torch.mul(weight, span / 2 / scale).add_(self.g_min_us + span / 2)[None]
+        g = weight.new_empty((2, *weight.shape))
+        torch.mul(weight, span / scale, out=g[0])  # span w_n
+        torch.neg(g[0], out=g[1])
+        g = g.clamp_(min=0.0)  # g+ from max(w_n, 0), g- from max(-w_n, 0)
+        return g.add_(self.g_min_us) if self.g_min_us else g
+
+    def _to_weights(self, g: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Read-back ``w_n'`` (d_out, d_in) of conductances (devices, d_out, d_in), into ``out``."""
         span = self.g_max_us - self.g_min_us
         if self.differential:
-            return [
-                self.g_min_us + span * w_n.clamp(min=0),
-                self.g_min_us + span * (-w_n).clamp(min=0),
-            ]
-        return [self.g_min_us + span * (w_n + 1) / 2]
+            return torch.sub(g[0], g[1], out=out).div_(span)
+        return torch.sub(g[0], self.g_min_us, out=out).mul_(2 / span).sub_(1)
 
-    def _to_weights(self, conductances: list[torch.Tensor]) -> torch.Tensor:
-        span = self.g_max_us - self.g_min_us
-        if self.differential:
-            return (conductances[0] - conductances[1]) / span
-        return 2 * (conductances[0] - self.g_min_us) / span - 1
-
-    def _quantise(self, g: torch.Tensor) -> torch.Tensor:
+    def _quantise_(self, g: torch.Tensor) -> torch.Tensor:
         if self.levels == 0:
             return g
         step = (self.g_max_us - self.g_min_us) / (self.levels - 1)
-        return ((g - self.g_min_us) / step).round() * step + self.g_min_us
+        return g.sub_(self.g_min_us).div_(step).round_().mul_(step).add_(self.g_min_us)
 
-    def _stick(self, g: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def _stick_(self, g: torch.Tensor, generator: torch.Generator) -> None:
         if self.stuck_at_gmin_rate == self.stuck_at_gmax_rate == 0:
-            return g
+            return
         u = torch.rand(g.shape, generator=generator, device=g.device, dtype=g.dtype)
-        g = torch.where(u < self.stuck_at_gmin_rate, self.g_min_us, g)
         upper = self.stuck_at_gmin_rate + self.stuck_at_gmax_rate
-        return torch.where((u >= self.stuck_at_gmin_rate) & (u < upper), self.g_max_us, g)
+        g.masked_fill_((u >= self.stuck_at_gmin_rate) & (u < upper), self.g_max_us)
+        g.masked_fill_(u < self.stuck_at_gmin_rate, self.g_min_us)
+
+    def _program_devices(
+        self, g: torch.Tensor, generator: torch.Generator, scratch: torch.Tensor
+    ) -> torch.Tensor:
+        """Programmed conductances (devices, d_out, d_in) of targets ``g``, device after device
+        (clipping happens after); may overwrite ``g`` and use ``scratch`` (d_out, d_in)."""
+        return torch.stack([self._program_conductance(device, generator) for device in g])
 
     def _program_conductance(self, g: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """g_t + sigma * std(g_t) * z (clipping happens after)."""
@@ -161,11 +183,15 @@ class ConductanceNoise(NoiseModel):
         raise NotImplementedError(f"{self.name} has no drift model")
 
 
-def _polynomial(coefficients: tuple[float, ...], x: torch.Tensor) -> torch.Tensor:
-    """c0 + c1 x + c2 x^2 + ..."""
-    result = torch.full_like(x, coefficients[-1])
-    for c in reversed(coefficients[:-1]):
-        result = result * x + c
+def _polynomial(
+    coefficients: Sequence[float], x: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """c0 + c1 x + c2 x^2 + ..., by Horner's rule on one buffer (``out`` when given)."""
+    if len(coefficients) == 1:
+        return torch.full_like(x, coefficients[0]) if out is None else out.fill_(coefficients[0])
+    result = torch.mul(x, coefficients[-1], out=out).add_(coefficients[-2])
+    for c in reversed(coefficients[:-2]):
+        result = result.mul_(x).add_(c)
     return result
 
 
@@ -251,6 +277,29 @@ class PcmNoise(_AihwkitFamily):
             g_converter=SinglePairConductanceConverter(g_max=self.g_max_us),
             prog_noise_scale=self.sigma,
         )
+
+    def _program_devices(self, g, generator, scratch):
+        """aihwkit's PCM programming step, evaluated in place (fresh buffers cost page faults).
+
+        aihwkit draws each device's z from the global generator, which ``_global_rng_from``
+        seeds from the chip generator; here each device gets a generator seeded the same way,
+        so a chip seed gives the same chip as aihwkit's function would (tested), and the two
+        devices' draws are filled side by side.
+        """
+        if self.sigma == 0:
+            return g
+        model = self._aihwkit()
+        streams = [torch.Generator(device=g.device).manual_seed(stream_seed(generator)) for _ in g]
+        z = torch.empty_like(g)  # (devices, d_out, d_in)
+        normal_each_(list(zip(z, streams, strict=True)))
+        # sigma std(g) = sigma sum_k c_k (g / g_max)^k g_max / g_ref: one polynomial in g, µS.
+        g_max, g_ref = model.g_max, model.prog_coeff_g_max_reference
+        coefficients = [
+            self.sigma * c * g_max / g_ref / g_max**k for k, c in enumerate(model.prog_coeff)
+        ]
+        for device, z_device in zip(g, z, strict=True):
+            device.addcmul_(_polynomial(coefficients, device, out=scratch), z_device)
+        return g
 
 
 @dataclasses.dataclass(frozen=True)

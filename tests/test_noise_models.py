@@ -73,6 +73,30 @@ def test_pcm_matches_aihwkit_programming_polynomial() -> None:
             assert error_us.mean().item() == pytest.approx(expected_mean, abs=0.05 * sigma)
 
 
+@pytest.mark.parametrize("sigma", [0.5, 1.0])
+def test_pcm_chip_is_the_one_aihwkits_own_programming_step_gives(sigma: float) -> None:
+    # cimsim evaluates aihwkit's formula itself; with the same chip seed it must give the chip
+    # that aihwkit's function gives when the global generator is seeded from the chip generator.
+    from aihwkit.inference.converter.conductance import SinglePairConductanceConverter
+    from aihwkit.inference.noise.pcm import PCMLikeNoiseModel
+
+    weight = _weight(64, 300)
+    model = PCMLikeNoiseModel(
+        g_converter=SinglePairConductanceConverter(g_max=25.0), prog_noise_scale=sigma
+    )
+    chip = torch.Generator().manual_seed(7)
+    scale = weight.abs().amax(dim=1, keepdim=True)
+    devices = []
+    for g_target in (25.0 * (weight / scale).clamp(min=0), 25.0 * (-weight / scale).clamp(min=0)):
+        seed = int(torch.randint(0, 2**62, (1,), generator=chip))
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            devices.append(model.apply_programming_noise_to_conductance(g_target))
+    expected = (devices[0] - devices[1]) / 25.0 * scale
+    programmed = _program("pcm", sigma, weight, seed=7)
+    assert torch.allclose(programmed, expected, rtol=1e-5, atol=1e-6 * scale.max().item())
+
+
 @pytest.mark.parametrize("name", sorted(NOISE_MODELS))
 def test_sigma_zero_is_exactly_the_target(name: str) -> None:
     weight = _weight(32, 64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,16 @@ def test_dac_and_adc_error_has_the_quantisation_size() -> None:
     assert ((y - x @ weight.T).abs() <= bound + 1e-5).all()
 
 
+@pytest.mark.parametrize("inp_bound", [0.5, 1.0, 2.0])
+def test_dac_codes_equal_the_documented_quantiser(inp_bound: float) -> None:
+    # The engine feeds integer DAC codes; the module docstring's formula quantises x / alpha.
+    weight, x = _layer(d_in=256)
+    y = _run(weight, x, TileConfig(dac_bits=6, inp_bound=inp_bound))
+    alpha = x.abs().amax(dim=1, keepdim=True)  # (n, 1)
+    x_q = quantise(x / alpha, 6, inp_bound) * alpha
+    assert torch.allclose(y, x_q @ weight.T, atol=1e-5)
+
+
 def test_output_noise_has_its_std_in_full_scale_units() -> None:
     weight, x = _layer(d_out=64, d_in=256)
     tile = TileConfig(out_noise=0.05)
@@ -141,3 +152,15 @@ def test_read_noise_std_matches_a_fresh_weight_error_per_read() -> None:
 def test_tile_validation(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TileConfig(**{field: value})
+
+
+@pytest.mark.parametrize("bound_management", ["none", "iterative"])
+def test_backward_runs_through_the_periphery(bound_management: str) -> None:
+    # Noise-aware training back-propagates through analog layers: in-place steps must not
+    # overwrite a tensor autograd saved.
+    weight, x = _layer()
+    tile = TileConfig(rows=128, dac_bits=8, adc_bits=8, out_noise=0.04, out_bound=2.0)
+    tile = dataclasses.replace(tile, bound_management=bound_management)
+    x.requires_grad_(True)
+    _run(weight, x, tile).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
