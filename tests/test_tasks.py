@@ -434,7 +434,17 @@ def test_unknown_task_lists_the_choices() -> None:
         load_task("imdb")
     assert str(caught.value).startswith("unknown task 'imdb'; choose one of: bbc-news, movie")
     assert ".jsonl" in str(caught.value)
-    assert list(TASKS) == ["bbc-news", "movie", "tweets", "amazon", "nyt"]
+    assert list(TASKS) == [
+        "bbc-news",
+        "movie",
+        "tweets",
+        "amazon",
+        "nyt",
+        "tweets-intensity",
+        "movie-yesno",
+        "tweets-yesno",
+        "bbc-yesno",
+    ]
 
 
 @pytest.mark.parametrize(
