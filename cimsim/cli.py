@@ -30,6 +30,17 @@ app = typer.Typer(
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
+# Options of every command that trains (sweep, compare, train, continual), defined once.
+Lam = Annotated[float, typer.Option(help="halora: weight of the noisy loss.")]
+Mu = Annotated[float, typer.Option(help="halora: weight of the spectral regulariser.")]
+TrainDevice = Annotated[
+    str, typer.Option(help="Device card of the training noise (noise-aware, halora).")
+]
+TrainNoise = Annotated[
+    float, typer.Option(help="Sigma of the training noise, in that card's unit.")
+]
+LearningRate = Annotated[float, typer.Option(help="Learning rate.")]
+
 
 def _cache_dir(option: Path | None) -> Path:
     from cimsim.paths import default_cache_dir
@@ -122,14 +133,10 @@ def sweep(
             "lora,noise-aware,halora; for `sweep`: lora).",
         ),
     ] = None,
-    lam: Annotated[float, typer.Option(help="halora: weight of the noisy loss.")] = 0.5,
-    mu: Annotated[float, typer.Option(help="halora: weight of the spectral regulariser.")] = 1e-3,
-    train_device: Annotated[
-        str, typer.Option(help="Device card of the training noise (noise-aware, halora).")
-    ] = "channel",
-    train_noise: Annotated[
-        float, typer.Option(help="Sigma of the training noise, in that card's unit.")
-    ] = 0.05,
+    lam: Lam = 0.5,
+    mu: Mu = 1e-3,
+    train_device: TrainDevice = "channel",
+    train_noise: TrainNoise = 0.05,
     adapter: Annotated[
         Path | None, typer.Option(help="Evaluate this peft LoRA adapter instead of training.")
     ] = None,
@@ -142,7 +149,7 @@ def sweep(
     train_size: Annotated[
         int, typer.Option(help="Training examples (stratified subsample; 0: all).")
     ] = 600,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
+    lr: LearningRate = 1e-3,
     test_size: Annotated[
         int, typer.Option(help="Test examples (stratified subsample; 0: all).")
     ] = 300,
@@ -423,15 +430,13 @@ def train(
         str, typer.Option(help="Registered model, HF directory or hub id.")
     ] = "minilm",
     task: Annotated[str, typer.Option(help="Registered task or a .jsonl/.csv file.")] = "bbc-news",
-    lam: Annotated[float, typer.Option(help="halora: weight of the noisy loss.")] = 0.5,
-    mu: Annotated[float, typer.Option(help="halora: weight of the spectral regulariser.")] = 1e-3,
-    train_device: Annotated[
-        str, typer.Option(help="Device card of the training noise.")
-    ] = "channel",
-    train_noise: Annotated[float, typer.Option(help="Sigma of the training noise.")] = 0.05,
+    lam: Lam = 0.5,
+    mu: Mu = 1e-3,
+    train_device: TrainDevice = "channel",
+    train_noise: TrainNoise = 0.05,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 2,
     train_size: Annotated[int, typer.Option(help="Training examples (0: all).")] = 600,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
+    lr: LearningRate = 1e-3,
     max_length: Annotated[int, typer.Option(help="Tokens per input text.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of the init, data order, training chips.")] = 0,
     torch_device: Annotated[str, typer.Option(help="torch device.")] = "cpu",

@@ -15,6 +15,11 @@ import typer
 
 from cimsim.cli import (
     EXIT_INTERRUPTED,
+    Lam,
+    LearningRate,
+    Mu,
+    TrainDevice,
+    TrainNoise,
     _cache_dir,
     _check_device,
     _console,
@@ -104,15 +109,13 @@ def continual(
     model: Annotated[
         str, typer.Option(help="Registered model, HF directory or hub id.")
     ] = "minilm",
-    lam: Annotated[float, typer.Option(help="halora: weight of the noisy loss.")] = 0.5,
-    mu: Annotated[float, typer.Option(help="halora: weight of the spectral regulariser.")] = 1e-3,
-    train_device: Annotated[str, typer.Option(help="Device card of the training noise.")] = (
-        "channel"
-    ),
-    train_noise: Annotated[float, typer.Option(help="Sigma of the training noise.")] = 0.05,
+    lam: Lam = 0.5,
+    mu: Mu = 1e-3,
+    train_device: TrainDevice = "channel",
+    train_noise: TrainNoise = 0.05,
     epochs: Annotated[int, typer.Option(help="Training epochs per task.")] = 2,
     train_size: Annotated[int, typer.Option(help="Training examples per task (0: all).")] = 300,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
+    lr: LearningRate = 1e-3,
     test_size: Annotated[int, typer.Option(help="Test examples per task (0: all).")] = 200,
     max_length: Annotated[int, typer.Option(help="Tokens per input text.")] = 64,
     gate_energy: Annotated[
