@@ -329,3 +329,51 @@ def test_a_bad_continual_experiment_file_is_one_line(
     code, _, err = _run(["run", str(experiment), "--out", str(tmp_path / "r")], capsys)
     assert code == 2
     assert message in err and err.count("\n") == 1
+
+
+def test_noise_robust_continual_learning_trains_every_stage_with_halora(
+    tiny_bert_dir: Path,
+    two_tasks: tuple[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    out = tmp_path / "run"
+    code, _, err = _run(
+        [
+            "continual",
+            "--model",
+            str(tiny_bert_dir),
+            "--tasks",
+            ",".join(two_tasks),
+            "--methods",
+            "gated,olora",
+            "--objective",
+            "halora",
+            "--orders",
+            "1",
+            "--seeds",
+            "1",
+            "--train-size",
+            "16",
+            "--epochs",
+            "1",
+            "--test-size",
+            "8",
+            "--max-length",
+            "16",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    stages = [json.loads(line) for line in (out / "training.jsonl").read_text().splitlines()]
+    assert [(s["method"], s["stage"]) for s in stages] == [
+        ("gated", 0),
+        ("gated", 1),
+        ("olora", 0),
+        ("olora", 1),
+    ]
+    assert json.loads((out / "config.json").read_text())["config"]["objective"] == "halora"
