@@ -88,7 +88,7 @@ class CausalScorer(nn.Module):
 
     def __init__(self, loaded: LoadedModel, max_length: int) -> None:
         super().__init__()
-        self.lm = loaded.model
+        self.lm: Any = loaded.model  # a transformers causal LM (its methods are used below)
         self.tokenizer: Any = loaded.tokenizer
         self.max_length = max_length
 
@@ -128,8 +128,7 @@ class CausalScorer(nn.Module):
 
     def _log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
         """(n, d) hidden states -> (n, vocab) next-token log-probabilities."""
-        head: Any = self.lm.get_output_embeddings()
-        logits = head(hidden).float()  # (n, vocab)
+        logits = self.lm.get_output_embeddings()(hidden).float()  # (n, vocab)
         cap = getattr(self.lm.config, "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap
@@ -138,7 +137,7 @@ class CausalScorer(nn.Module):
     def forward(self, texts: Sequence[str], task: Task, prepared: Any = None) -> torch.Tensor:
         continuations = self.prepare(task) if prepared is None else prepared
         n, k = len(texts), len(continuations)
-        decoder: Any = self.lm.get_decoder()
+        decoder = self.lm.get_decoder()
         ids, mask = self._pad(self.contexts(texts, task))  # (n, width)
         lengths = mask.sum(dim=1)  # (n,)
         multi = [j for j, c in enumerate(continuations) if len(c) > 1]
