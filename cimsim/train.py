@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from cimsim.config import config_hash, to_dict
+from cimsim.deploy import undeploy
 from cimsim.devices import load_card
 from cimsim.errors import CimsimError
 from cimsim.lora import LoraConfig, add_lora, load_adapter, save_adapter
@@ -63,6 +64,9 @@ class TrainConfig:
     """noise-aware, halora: device card of the training noise (independent of evaluation)."""
     noise_sigma: float = 0.05
     """noise-aware, halora: sigma of the training noise, in the card's unit."""
+    reprogram_every: int = 1
+    """noise-aware, halora: program a fresh training chip every this many steps (1: every step,
+    HaLoRA's setting; larger is cheaper per step but gives fewer noise draws)."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -75,19 +79,23 @@ class TrainConfig:
             raise ValueError("lam must be in [0, 1]")
         if not self.mu >= 0:
             raise ValueError("mu must be >= 0")
+        if self.reprogram_every < 1:
+            raise ValueError("reprogram_every must be >= 1")
 
     def objective_fields(self, method: str) -> dict[str, object]:
         """The fields that shape ``method``'s objective (none for plain lora)."""
         if method == "lora":
             return {}
         fields: dict[str, object] = {"noise_card": self.noise_card, "noise_sigma": self.noise_sigma}
+        if self.reprogram_every != 1:  # absent at its default, so earlier adapter keys still hold
+            fields["reprogram_every"] = self.reprogram_every
         if method == "halora":
             fields.update(lam=self.lam, mu=self.mu)
         return fields
 
     def base(self) -> dict[str, object]:
         """The fields every method shares."""
-        shared = {"lam", "mu", "noise_card", "noise_sigma"}
+        shared = {"lam", "mu", "noise_card", "noise_sigma", "reprogram_every"}
         return {k: v for k, v in to_dict(self).items() if k not in shared}
 
 
@@ -121,29 +129,33 @@ def train_lora(
     progress.stage(f"training LoRA ({method})", config.epochs * n_batches)
     labels = torch.tensor(split.labels)
     log: list[dict[str, float]] = []
-    for _ in range(config.epochs):
-        order = torch.randperm(len(split), generator=generator)
-        for start in range(0, len(split), config.batch_size):
-            index = order[start : start + config.batch_size]
-            texts = [split.texts[i] for i in index]
-            loss, parts = objective_loss(
-                method,
-                scorer,
-                model,
-                texts,
-                labels[index].to(scorer.device),
-                task,
-                card=card,
-                lam=config.lam,
-                mu=config.mu,
-                seed=config.seed,
-                step=len(log),
-            )
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            log.append({"loss": loss.item(), **parts})
-            progress.advance()
+    try:
+        for _ in range(config.epochs):
+            order = torch.randperm(len(split), generator=generator)
+            for start in range(0, len(split), config.batch_size):
+                index = order[start : start + config.batch_size]
+                texts = [split.texts[i] for i in index]
+                loss, parts = objective_loss(
+                    method,
+                    scorer,
+                    model,
+                    texts,
+                    labels[index].to(scorer.device),
+                    task,
+                    card=card,
+                    lam=config.lam,
+                    mu=config.mu,
+                    seed=config.seed,
+                    step=len(log),
+                    reprogram_every=config.reprogram_every,
+                )
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                log.append({"loss": loss.item(), **parts})
+                progress.advance()
+    finally:
+        undeploy(model)  # release the training chips' buffers; the model is digital again
     return log
 
 
