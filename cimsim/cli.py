@@ -390,11 +390,10 @@ def run(
     cache_dir: Annotated[Path | None, typer.Option(help="Cache for adapters and data.")] = None,
     device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
 ) -> None:
-    """Run (or resume) an experiment file's sweep and publish its figure under figures/<name>/."""
-    import shutil
-
+    """Run (or resume) an experiment file's sweep, comparison or continual experiment and
+    publish its figures, table and data under figures/<name>/."""
     from cimsim.continual.experiment import is_continual
-    from cimsim.experiments import load_experiment
+    from cimsim.experiments import load_experiment, publish
 
     if is_continual(experiment):
         from cimsim.cli_continual import run_experiment
@@ -405,20 +404,12 @@ def run(
     spec = load_experiment(experiment)
     config = dataclasses.replace(spec.sweep, compute_device=device)
     _check_device(device)
-    out_dir = out if out is not None else config.default_out_dir(config.resolve_card())
-    _run_with_progress(config, out_dir, _cache_dir(cache_dir), 0.01)
-    target = figures_dir / spec.name
-    target.mkdir(parents=True, exist_ok=True)
-    for name in (
-        "sweep.png",
-        "sweep.pdf",
-        "results.csv",
-        "summary.csv",
-        "config.json",
-        "points.jsonl",
-    ):
-        shutil.copy(out_dir / name, target / name)
-    shutil.copy(experiment, target / "experiment.toml")
+    card = config.resolve_card()
+    methods = spec.methods or None
+    if out is None:
+        out = _compare_dir(config, card, spec.methods) if methods else config.default_out_dir(card)
+    _run_with_progress(config, out, _cache_dir(cache_dir), 0.01, methods)
+    target = publish(spec, out, figures_dir)
     print(f"published {target}/ (figure, data, config and the experiment file)")
 
 

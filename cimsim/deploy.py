@@ -52,6 +52,11 @@ class AnalogLinear(nn.Module):
         self.tile = TileConfig()
         self.read_noise = 0.0
         self.read_generator: torch.Generator | None = None
+        # Which chip is programmed: (noise model, seed, tile), set by ``deploy``.
+        self.chip: tuple[NoiseModel, int, TileConfig] | None = None
+        # After ``clear(release=False)``: the chip and its (d_out, d_in) weights, kept so that the
+        # same chip comes back for free and another one is written into the same buffer.
+        self._parked: tuple[tuple[NoiseModel, int, TileConfig] | None, torch.Tensor] | None = None
 
     @property
     def weight(self) -> torch.Tensor:
@@ -82,7 +87,10 @@ class AnalogLinear(nn.Module):
         self.read_generator = read_generator
         if self.is_exact_matmul:
             out = self.programmed_weight
-            if out is not None and out.shape != target.shape:
+            if out is None and self._parked is not None:
+                out = self._parked[1]
+            self._parked = None
+            if out is not None and (out.shape, out.device) != (target.shape, target.device):
                 out = None
             self.programmed_weight = program_weights(noise, target, generator, self.tile, out)
             self.channel_scale = None
@@ -93,10 +101,24 @@ class AnalogLinear(nn.Module):
                 programmed, target, self.tile
             )
 
-    def clear(self) -> None:
-        """Forget the programmed weights: the layer is digital again."""
-        self.programmed_weight = self.channel_scale = None
+    def clear(self, release: bool = True) -> None:
+        """Forget the programmed weights: the layer is digital again. With ``release=False`` an
+        exact-matmul chip is parked (see ``restore``); its buffer is reused by the next chip."""
+        if release:
+            self._parked = None
+        elif self.programmed_weight is not None and self.is_exact_matmul:
+            self._parked = (self.chip, self.programmed_weight)
+        self.programmed_weight = self.channel_scale = self.chip = None
         self.tile, self.read_noise, self.read_generator = TileConfig(), 0.0, None
+
+    def restore(self, chip: tuple[NoiseModel, int, TileConfig]) -> bool:
+        """Bring back the parked weights if they are ``chip``'s; True when they were. Only chips
+        with no per-read randomness are parked, so the restored chip reads exactly as before."""
+        if self._parked is None or self._parked[0] != chip:
+            return False
+        self.programmed_weight, self._parked = self._parked[1], None
+        self.chip = chip
+        return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.programmed_weight is None:
@@ -189,18 +211,27 @@ def deploy(
     layers = attach_tiles(model)
     if not layers:
         raise ValueError("deploy: the model has no linear layer to map onto tiles")
+    chip = (noise, seed, tile or TileConfig())
+    if all(layer._parked is not None and layer._parked[0] == chip for layer in layers):
+        for layer in layers:  # the same chip was parked by undeploy(release=False): no work
+            layer.restore(chip)
+        return model
     device = layers[0].base_layer.weight.device
     generator = chip_generator(seed, device)
     read_generator = chip_generator(_read_seed(seed), device)
     for layer in layers:
         layer.program(noise, generator, tile, read_generator)
+        layer.chip = chip
     return model
 
 
-def undeploy(model: nn.Module) -> nn.Module:
-    """Make every tile digital again (the programmed buffers are released)."""
+def undeploy(model: nn.Module, release: bool = True) -> nn.Module:
+    """Make every tile digital again. The programmed buffers are released, or with
+    ``release=False`` parked: the next ``deploy`` of the same chip restores it without
+    reprogramming, and any other chip is written into the same buffers (training that programs
+    a fresh chip every step allocates nothing after the first)."""
     for tile in analog_layers(model):
-        tile.clear()
+        tile.clear(release)
     return model
 
 

@@ -1,4 +1,5 @@
-"""Declarative experiments: a TOML file that names a sweep, reproduced by ``cimsim run FILE``.
+"""Declarative experiments: a TOML file that names a sweep or a method comparison, reproduced by
+``cimsim run FILE``.
 
 Format (every key optional except ``name``; the rest default to ``cimsim sweep``'s defaults, and
 the keys are the command line's words)::
@@ -9,6 +10,7 @@ the keys are the command line's words)::
     model = "minilm"
     task = "bbc-news"
     method = "lora"
+    methods = ["lora", "halora"]      # instead of method: a comparison (cimsim compare) of these
     card = "channel"                  # device card: shipped name or .toml path
     noise = "0.01..0.1"               # --noise: sigma's values (default: the card's range)
     vary = "adc_bits=4..8:5"          # --vary: sweep another card field (noise: one sigma)
@@ -19,12 +21,17 @@ the keys are the command line's words)::
     [sweep.train]                     # TrainConfig fields
     [sweep.eval]                      # EvalConfig fields
 
+With ``methods`` the file describes a comparison: one sweep per method on the same chips
+(:func:`cimsim.compare.run_compare`), and ``figures/<name>/`` receives the comparison table
+(Markdown, LaTeX, CSV), its figure and each method's data in ``<method>/``.
+
 An invalid file is a one-line error naming the file and the field.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +39,23 @@ from cimsim.devices import DEFAULT_CARD, load_card
 from cimsim.errors import CimsimError
 from cimsim.lora import LoraConfig
 from cimsim.results import read_toml
-from cimsim.sweep import EvalConfig, SweepConfig, parse_axis
+from cimsim.sweep import METHODS, EvalConfig, SweepConfig, parse_axis
 from cimsim.train import TrainConfig
 
 _NESTED = {"lora": LoraConfig, "train": TrainConfig, "eval": EvalConfig}
 _SCALARS = {"model", "task", "method", "adapter", "card", "seed", "engine"}
 _AXIS = {"noise", "vary", "seeds"}
+# What figures/<name>/ receives from a sweep's results folder (and from each method's folder of a
+# comparison); a comparison adds its table and figure.
+SWEEP_FILES = (
+    "sweep.png",
+    "sweep.pdf",
+    "results.csv",
+    "summary.csv",
+    "config.json",
+    "points.jsonl",
+)
+COMPARISON_FILES = tuple(f"comparison.{ext}" for ext in ("md", "tex", "csv", "png", "pdf"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +64,8 @@ class Experiment:
     description: str
     sweep: SweepConfig
     source: Path
+    methods: tuple[str, ...] = ()
+    """A comparison of these methods (``sweep.method`` is the first); empty: one sweep."""
 
 
 def load_experiment(path: Path) -> Experiment:
@@ -57,21 +77,48 @@ def load_experiment(path: Path) -> Experiment:
     unknown = set(raw) - {"name", "description", "sweep"}
     if unknown:
         raise CimsimError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
-    return Experiment(
-        name, str(raw.get("description", "")), _sweep(path, raw.get("sweep", {})), path
-    )
-
-
-def _sweep(path: Path, table: Any) -> SweepConfig:
+    table = raw.get("sweep", {})
     if not isinstance(table, dict):
         raise CimsimError(f"{path}: [sweep] must be a table")
-    kwargs: dict[str, Any] = {}
+    methods = _methods(path, table)
+    sweep = _sweep(path, table, methods[0] if methods else None)
+    for method in methods[1:]:  # every method's config is valid before any work starts
+        try:
+            dataclasses.replace(sweep, method=method)
+        except (TypeError, ValueError) as err:
+            raise CimsimError(f"{path}: invalid [sweep]: {err}") from None
+    return Experiment(name, str(raw.get("description", "")), sweep, path, methods)
+
+
+def _methods(path: Path, table: dict[str, Any]) -> tuple[str, ...]:
+    """``sweep.methods``: a list of distinct known methods, not combined with method/adapter."""
+    if "methods" not in table:
+        return ()
+    value = table["methods"]
+    if not isinstance(value, list) or not value or not all(isinstance(m, str) for m in value):
+        raise CimsimError(f"{path}: sweep.methods must be a non-empty list of method names")
+    for key in ("method", "adapter"):
+        if key in table:
+            raise CimsimError(f"{path}: sweep.methods and sweep.{key} exclude each other")
+    unknown = [m for m in value if m not in METHODS]
+    if unknown:
+        raise CimsimError(
+            f"{path}: unknown method '{unknown[0]}' in sweep.methods; "
+            f"choose from: {', '.join(METHODS)}"
+        )
+    if len(set(value)) != len(value):
+        raise CimsimError(f"{path}: sweep.methods lists a method twice")
+    return tuple(value)
+
+
+def _sweep(path: Path, table: dict[str, Any], method: str | None) -> SweepConfig:
+    kwargs: dict[str, Any] = {} if method is None else {"method": method}
     for key, value in table.items():
         if key in _NESTED:
             kwargs[key] = _nested(path, key, _NESTED[key], value)
         elif key in _SCALARS:
             kwargs[key] = value
-        elif key not in _AXIS:
+        elif key not in _AXIS and key != "methods":
             raise CimsimError(f"{path}: unknown key sweep.{key}")
     for key in ("noise", "vary"):
         if key in table and not isinstance(table[key], str):
@@ -101,3 +148,22 @@ def _nested(path: Path, key: str, cls: type, value: Any, section: str = "sweep")
         return cls(**value)
     except (TypeError, ValueError) as err:
         raise CimsimError(f"{path}: invalid [{section}.{key}]: {err}") from None
+
+
+def publish(experiment: Experiment, out_dir: Path, figures_dir: Path) -> Path:
+    """Copy the finished results in ``out_dir`` and the experiment file into
+    ``figures_dir / name``; returns that folder."""
+    target = figures_dir / experiment.name
+    target.mkdir(parents=True, exist_ok=True)
+    if experiment.methods:
+        for name in COMPARISON_FILES:
+            shutil.copy(out_dir / name, target / name)
+        for method in experiment.methods:
+            (target / method).mkdir(exist_ok=True)
+            for name in SWEEP_FILES:
+                shutil.copy(out_dir / method / name, target / method / name)
+    else:
+        for name in SWEEP_FILES:
+            shutil.copy(out_dir / name, target / name)
+    shutil.copy(experiment.source, target / "experiment.toml")
+    return target

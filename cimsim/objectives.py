@@ -11,7 +11,9 @@
   (lam 0.5, mu 1e-3, channel noise sigma 0.05) are documented choices, exposed as options.
 
 The noisy base of step ``k`` is chip ``training_chip_seed(seed, k)``: fresh noise every step,
-reproducible from the training seed.
+reproducible from the training seed. With ``reprogram_every = n > 1`` step ``k`` uses the chip
+of step ``k - k % n`` (one chip for n steps, kept parked between them: cheaper, but the LoRA sees
+n times fewer noise draws); the default 1 is HaLoRA's fresh noise at every step.
 """
 
 from __future__ import annotations
@@ -32,17 +34,21 @@ OBJECTIVES = ("lora", "noise-aware", "halora")
 
 
 def spectral_penalty(model: nn.Module) -> torch.Tensor:
-    """``sum ||A A^T||_2 + ||B^T B||_2`` over the active LoRA branches (differentiable)."""
-    terms = []
+    """``sum ||A A^T||_2 + ||B^T B||_2`` over the active LoRA branches (differentiable).
+
+    The (r, r) Gram matrices of equal rank are stacked so one batched SVD serves all layers.
+    """
+    grams: dict[int, list[torch.Tensor]] = {}
     for layer in lora_layers(model).values():
         for name in layer.active_adapters:
             a: torch.Tensor = layer.lora_A[name].weight  # type: ignore[assignment]  # (r, d_in)
             b: torch.Tensor = layer.lora_B[name].weight  # type: ignore[assignment]  # (d_out, r)
-            terms.append(torch.linalg.matrix_norm(a @ a.T, ord=2))  # (r, r) -> scalar
-            terms.append(torch.linalg.matrix_norm(b.T @ b, ord=2))  # (r, r) -> scalar
-    if not terms:
+            grams.setdefault(a.shape[0], []).extend((a @ a.T, b.T @ b))  # (r, r) each
+    if not grams:
         raise ValueError("spectral_penalty: the model has no active LoRA branch")
-    return torch.stack(terms).sum()
+    # (n, r, r) -> (n,) largest singular values, per rank
+    norms = [torch.linalg.matrix_norm(torch.stack(g), ord=2).sum() for g in grams.values()]
+    return torch.stack(norms).sum()
 
 
 def training_chip_seed(seed: int, step: int) -> int:
@@ -64,6 +70,7 @@ def objective_loss(
     mu: float,
     seed: int,
     step: int,
+    reprogram_every: int = 1,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one step and its parts (``ideal``, ``noisy``, ``spectral``) for the log."""
     if method not in OBJECTIVES:
@@ -75,11 +82,12 @@ def objective_loss(
         parts["ideal"] = ideal.item()
         total = ideal if method == "lora" else (1 - lam) * ideal
     if method in ("noise-aware", "halora"):
-        deploy(model, card.noise, training_chip_seed(seed, step), card.tile)
+        chip = training_chip_seed(seed, step - step % reprogram_every)
+        deploy(model, card.noise, chip, card.tile)  # restores a parked chip with no work
         try:
             noisy = nn.functional.cross_entropy(scorer(texts, task), labels)
         finally:
-            undeploy(model)
+            undeploy(model, release=False)  # parked: the next chip reuses the buffers
         parts["noisy"] = noisy.item()
         total = noisy if method == "noise-aware" else total + lam * noisy
     if method == "halora" and mu > 0:

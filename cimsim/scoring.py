@@ -98,11 +98,19 @@ class CausalScorer(nn.Module):
 
     The prompt is assembled at token level: the template's text before and after ``{text}`` and
     the input truncated to ``max_length`` tokens, so long inputs never cut off the question.
+
+    Each prompt runs through the decoder once; every label's continuation is then scored from
+    that prompt's key/value cache, and the LM head is applied only to the hidden states that
+    predict a continuation token (the vocabulary projection dominates a small LM's cost). The
+    first token of every label is predicted by the prompt's last position, so single-token
+    verbalisers cost one forward pass per text whatever the number of labels. Logits are
+    ``lm_head(h)`` (with tanh soft-capping when the config asks for it), which is what the
+    causal-LM classes of the Llama, Mistral, Qwen2 and GPT-2 families compute.
     """
 
     def __init__(self, loaded: LoadedModel, max_length: int) -> None:
         super().__init__()
-        self.lm = loaded.model
+        self.lm: Any = loaded.model  # a transformers causal LM (its methods are used below)
         self.tokenizer: Any = loaded.tokenizer
         self.max_length = max_length
 
@@ -115,40 +123,80 @@ class CausalScorer(nn.Module):
 
     def prepare(self, task: Task) -> list[list[int]]:
         """Token ids of each verbaliser."""
-        return [self._ids(v) for v in task.verbalizers]
+        verbalisers = [self._ids(v) for v in task.verbalizers]
+        if not all(verbalisers):
+            raise ValueError(f"task '{task.name}': a verbaliser tokenizes to nothing")
+        return verbalisers
 
-    def forward(self, texts: Sequence[str], task: Task, prepared: Any = None) -> torch.Tensor:
-        continuations = self.prepare(task) if prepared is None else prepared
+    def contexts(self, texts: Sequence[str], task: Task) -> list[list[int]]:
+        """Token ids of each text's prompt: BOS, template head, truncated text, template tail."""
         head, _, tail = task.prompt_template.partition("{text}")
         bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
         head_ids, tail_ids = bos + self._ids(head), self._ids(tail)
-        sequences, spans = [], []
-        for text in texts:
-            context = head_ids + self._ids(text)[: self.max_length] + tail_ids
-            for cont in continuations:
-                sequences.append(context + cont)
-                spans.append((len(context), len(cont)))
-        width = max(len(s) for s in sequences)
-        pad = self.tokenizer.pad_token_id or 0
-        ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+        contexts = [head_ids + self._ids(text)[: self.max_length] + tail_ids for text in texts]
+        if not all(contexts):
+            raise ValueError(f"task '{task.name}': an empty prompt has nothing to condition on")
+        return contexts
+
+    def _pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded ids and their attention mask, both (rows, width)."""
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id or 0, dtype=torch.long)
         mask = torch.zeros_like(ids)
-        for row, seq in enumerate(sequences):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
-        # Which predicted positions belong to a continuation: position p predicts token p + 1.
-        wanted = torch.zeros(len(sequences), width - 1, dtype=torch.bool)
-        for row, (start, n) in enumerate(spans):
-            wanted[row, start - 1 : start - 1 + n] = True
-        ids, mask, wanted = ids.to(self.device), mask.to(self.device), wanted.to(self.device)
-        logits = self.lm(input_ids=ids, attention_mask=mask).logits[:, :-1]  # (rows, seq-1, vocab)
-        # Normalise only the positions that score a continuation token, not the whole prompt.
-        picked = logits[wanted].float().log_softmax(dim=-1)  # (n_tokens, vocab)
-        targets = ids[:, 1:][wanted]  # (n_tokens,)
-        token_log_probs = picked.gather(-1, targets[:, None]).squeeze(-1)  # (n_tokens,)
-        rows = torch.arange(len(sequences), device=self.device)[:, None].expand_as(wanted)
-        scores = torch.zeros(len(sequences), device=self.device, dtype=token_log_probs.dtype)
-        scores = scores.index_add(0, rows[wanted], token_log_probs)  # (rows,)
-        return scores.view(len(texts), len(continuations))  # (batch, n_labels)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(n, d) hidden states -> (n, vocab) next-token log-probabilities."""
+        logits = self.lm.get_output_embeddings()(hidden).float()  # (n, vocab)
+        cap = getattr(self.lm.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits.log_softmax(dim=-1)
+
+    def forward(self, texts: Sequence[str], task: Task, prepared: Any = None) -> torch.Tensor:
+        continuations = self.prepare(task) if prepared is None else prepared
+        n, k = len(texts), len(continuations)
+        decoder = self.lm.get_decoder()
+        ids, mask = self._pad(self.contexts(texts, task))  # (n, width)
+        lengths = mask.sum(dim=1)  # (n,)
+        multi = [j for j, c in enumerate(continuations) if len(c) > 1]
+        # Right padding: a padded position still sees its row's real tokens, so no attention row
+        # is fully masked (which gives NaN in SDPA) and real positions need no position_ids.
+        out = decoder(input_ids=ids, attention_mask=mask, use_cache=bool(multi))
+        rows = torch.arange(n, device=self.device)
+        last = out.last_hidden_state[rows, lengths - 1]  # (n, d): predicts every first token
+        first = torch.tensor([c[0] for c in continuations], device=self.device)  # (k,)
+        scores = self._log_probs(last)[:, first]  # (n, k)
+        if not multi:
+            return scores
+        # The rest of each multi-token verbaliser, one row per (text, label), on the prompt's
+        # cache: row r is text text_of[r], label label_of[r].
+        text_of = rows.repeat_interleave(len(multi))  # (n * m,)
+        label_of = torch.tensor(multi, device=self.device).repeat(n)  # (n * m,)
+        cache = out.past_key_values
+        cache.batch_select_indices(text_of)  # every layer's (n, heads, width, hd) -> (n * m, ...)
+        inputs, valid = self._pad([continuations[j][:-1] for j in multi] * n)  # (n * m, steps)
+        targets, _ = self._pad([continuations[j][1:] for j in multi] * n)  # (n * m, steps)
+        steps = torch.arange(inputs.shape[1], device=self.device)
+        positions = lengths[text_of, None] + steps  # (n * m, steps): right after each prompt
+        hidden = decoder(
+            input_ids=inputs,
+            attention_mask=torch.cat([mask[text_of], valid], dim=1),  # (n * m, width + steps)
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+        ).last_hidden_state  # (n * m, steps, d)
+        keep = valid.bool()
+        token_log_probs = self._log_probs(hidden[keep]).gather(-1, targets[keep][:, None])
+        row_of = torch.arange(len(text_of), device=self.device)[:, None].expand_as(keep)[keep]
+        rest = torch.zeros(len(text_of), device=self.device, dtype=token_log_probs.dtype)
+        rest = rest.index_add(0, row_of, token_log_probs.squeeze(-1))  # (n * m,)
+        flat = torch.zeros(n * k, device=self.device, dtype=rest.dtype)
+        flat = flat.index_add(0, text_of * k + label_of, rest)  # (n * k,)
+        return scores + flat.view(n, k)  # (batch, n_labels)
 
 
 Scorer = EncoderScorer | CausalScorer

@@ -180,10 +180,14 @@ def _check_resumable(
     if not isinstance(stored, dict):
         raise CimsimError(f"{out_dir / CONFIG_FILE} is damaged: its 'config' is not an object")
     current = to_dict(config)
+    defaults = to_dict(SweepConfig())
     for key, value in current.items():
-        if key not in _GRID_FIELDS and stored.get(key) != value:
+        was = stored.get(key)
+        if isinstance(was, dict) and isinstance(defaults[key], dict):
+            was = {**defaults[key], **was}  # a field added since that run stands at its default
+        if key not in _GRID_FIELDS and was != value:
             raise CimsimError(
-                f"{out_dir} holds a different sweep ({key}: {stored.get(key)!r} there, "
+                f"{out_dir} holds a different sweep ({key}: {was!r} there, "
                 f"{value!r} now); choose another --out"
             )
     if record.get("card") != json.loads(json.dumps(card.to_dict())):

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from cimsim.config import config_hash, to_dict
+from cimsim.deploy import undeploy
 from cimsim.devices import load_card
 from cimsim.errors import CimsimError
 from cimsim.lora import LoraConfig, add_lora, load_adapter, save_adapter
@@ -64,6 +65,9 @@ class TrainConfig:
     """noise-aware, halora: device card of the training noise (independent of evaluation)."""
     noise_sigma: float = 0.05
     """noise-aware, halora: sigma of the training noise, in the card's unit."""
+    reprogram_every: int = 1
+    """noise-aware, halora: program a fresh training chip every this many steps (1: every step,
+    HaLoRA's setting; larger is cheaper per step but gives fewer noise draws)."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -76,19 +80,23 @@ class TrainConfig:
             raise ValueError("lam must be in [0, 1]")
         if not self.mu >= 0:
             raise ValueError("mu must be >= 0")
+        if self.reprogram_every < 1:
+            raise ValueError("reprogram_every must be >= 1")
 
     def objective_fields(self, method: str) -> dict[str, object]:
         """The fields that shape ``method``'s objective (none for plain lora)."""
         if method == "lora":
             return {}
         fields: dict[str, object] = {"noise_card": self.noise_card, "noise_sigma": self.noise_sigma}
+        if self.reprogram_every != 1:  # absent at its default, so earlier adapter keys still hold
+            fields["reprogram_every"] = self.reprogram_every
         if method == "halora":
             fields.update(lam=self.lam, mu=self.mu)
         return fields
 
     def base(self) -> dict[str, object]:
         """The fields every method shares."""
-        shared = {"lam", "mu", "noise_card", "noise_sigma"}
+        shared = {"lam", "mu", "noise_card", "noise_sigma", "reprogram_every"}
         return {k: v for k, v in to_dict(self).items() if k not in shared}
 
 
@@ -161,31 +169,35 @@ def train_steps(
     optimiser = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     progress.stage(f"training LoRA ({method})", len(batches))
     log: list[dict[str, float]] = []
-    for task, texts, labels in batches:
-        loss, parts = objective_loss(
-            method,
-            scorer,
-            model,
-            texts,
-            labels.to(scorer.device),
-            task,
-            card=card,
-            lam=config.lam,
-            mu=config.mu,
-            seed=config.seed,
-            step=len(log),
-        )
-        extra = regulariser() if regulariser is not None else None
-        if extra is not None:
-            parts["regulariser"] = extra.item()
-            loss = loss + extra
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        if after_step is not None:
-            after_step()
-        log.append({"loss": loss.item(), **parts})
-        progress.advance()
+    try:
+        for task, texts, labels in batches:
+            loss, parts = objective_loss(
+                method,
+                scorer,
+                model,
+                texts,
+                labels.to(scorer.device),
+                task,
+                card=card,
+                lam=config.lam,
+                mu=config.mu,
+                seed=config.seed,
+                step=len(log),
+                reprogram_every=config.reprogram_every,
+            )
+            extra = regulariser() if regulariser is not None else None
+            if extra is not None:
+                parts["regulariser"] = extra.item()
+                loss = loss + extra
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            if after_step is not None:
+                after_step()
+            log.append({"loss": loss.item(), **parts})
+            progress.advance()
+    finally:
+        undeploy(model)  # release the training chips' buffers; the model is digital again
     return log
 
 

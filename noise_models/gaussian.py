@@ -45,7 +45,8 @@ class ChannelRelativeNoise(NoiseModel):
     source = "Büchel et al., 'Analog Foundation Models' (IBM Research, 2025)"
 
     def _program(self, weight, generator, out):
-        scale = weight.abs().amax(dim=1, keepdim=True)  # (d_out, 1)
+        low, high = torch.aminmax(weight, dim=1, keepdim=True)  # (d_out, 1) each, one pass
+        scale = torch.maximum(high, -low)  # (d_out, 1): max_j |W[i, j]|, with no |W| copy
         return _standard_normal(weight, generator, out).mul_(scale * self.sigma).add_(weight)
 
 

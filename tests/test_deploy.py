@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from cimsim.deploy import (
     AnalogLinear,
@@ -109,3 +110,23 @@ def test_empirical_channel_noise_on_a_deployed_layer(bert) -> None:
         target = tile.base_layer.weight
         errors.append((tile.programmed_weight - target) / target.abs().amax(dim=1, keepdim=True))
     assert torch.stack(errors).std().item() == pytest.approx(0.1, rel=0.03)
+
+
+def test_a_parked_chip_comes_back_unchanged_and_its_buffers_are_reused() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 4))
+    noise = get_noise_model("channel", 0.1)
+    x = torch.randn(5, 8)
+    fresh = deploy(model, noise, seed=3)(x).clone()
+    buffers = [layer.programmed_weight for layer in analog_layers(model)]
+    undeploy(model, release=False)
+    assert torch.equal(model(x), model[2].base_layer(torch.relu(model[0].base_layer(x))))
+    assert torch.equal(deploy(model, noise, seed=3)(x), fresh)  # restored, not redrawn
+    undeploy(model, release=False)
+    other = deploy(model, noise, seed=4)(x).clone()
+    assert not torch.equal(other, fresh)
+    reused = [layer.programmed_weight for layer in analog_layers(model)]
+    assert all(a is b for a, b in zip(buffers, reused, strict=True))  # no new allocation
+    undeploy(model)  # released: the same seed is programmed again, from its generator
+    assert torch.equal(deploy(model, noise, seed=4)(x), other)
+    assert all(layer._parked is None for layer in analog_layers(model))

@@ -10,7 +10,7 @@ from cimsim.errors import CimsimError
 from cimsim.experiments import load_experiment
 from cimsim.sweep import SweepConfig
 
-EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").glob("*.toml"))
+EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").rglob("*.toml"))
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
@@ -50,6 +50,11 @@ def test_nested_tables_fill_nested_configs(tmp_path: Path) -> None:
         ('name = "x"\n[sweep]\ncard = "foo"\n', "unknown device card"),
         ('name = "x"\n[sweep]\nvary = "adc_bits"\n', "expected FIELD=RANGE"),
         ('name = "x"\n[sweep]\nvary = "adc_bits=4..8:5"\nnoise = "0..1"\n', "one value"),
+        ('name = "x"\n[sweep]\nmethods = "lora"\n', "sweep.methods must be a non-empty list"),
+        ('name = "x"\n[sweep]\nmethods = []\n', "sweep.methods must be a non-empty list"),
+        ('name = "x"\n[sweep]\nmethods = ["lora", "qlora"]\n', "unknown method 'qlora'"),
+        ('name = "x"\n[sweep]\nmethods = ["lora", "lora"]\n', "lists a method twice"),
+        ('name = "x"\n[sweep]\nmethods = ["lora"]\nmethod = "halora"\n', "exclude each other"),
     ],
 )
 def test_bad_experiment_files(tmp_path: Path, text: str, message: str) -> None:
@@ -77,3 +82,36 @@ def test_vary_with_a_fixed_sigma(tmp_path: Path) -> None:
         (4.0, 5.0, 6.0, 7.0, 8.0),
         1.5,
     )
+
+
+def test_methods_make_a_comparison(tmp_path: Path) -> None:
+    path = tmp_path / "x.toml"
+    path.write_text('name = "x"\n[sweep]\nmethods = ["lora", "halora"]\n[sweep.train]\nmu = 0.01\n')
+    experiment = load_experiment(path)
+    assert experiment.methods == ("lora", "halora")
+    assert (experiment.sweep.method, experiment.sweep.train.mu) == ("lora", 0.01)
+    assert load_experiment(EXPERIMENTS[0]).methods == ()
+
+
+def test_run_publishes_a_comparison(
+    tmp_path: Path, tiny_bert_dir: Path, topic_task_file: Path
+) -> None:
+    from cimsim.cli import main
+
+    path = tmp_path / "tiny-compare.toml"
+    path.write_text(
+        f'name = "tiny-compare"\ndescription = "test"\n[sweep]\nmodel = "{tiny_bert_dir}"\n'
+        f'task = "{topic_task_file}"\nmethods = ["lora", "halora"]\nnoise = "0.05"\nseeds = 2\n'
+        "[sweep.train]\nepochs = 1\ntrain_size = 30\n[sweep.eval]\ntest_size = 12\n"
+        "max_length = 16\n"
+    )
+    figures = tmp_path / "figures"
+    argv = ["run", str(path), "--figures-dir", str(figures), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--cache-dir", str(tmp_path / "cache")]) == 0
+    target = figures / "tiny-compare"
+    assert "| halora |" in (target / "comparison.md").read_text()
+    for name in ("comparison.tex", "comparison.png", "experiment.toml"):
+        assert (target / name).is_file()
+    for method in ("lora", "halora"):
+        assert (target / method / "results.csv").is_file()
+        assert (target / method / "sweep.png").is_file()

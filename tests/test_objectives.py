@@ -117,3 +117,26 @@ def test_adapter_key_separates_methods_and_ignores_unused_fields(
     assert key("halora") != key("halora", lam=0.9)
     assert key("noise-aware") == key("noise-aware", mu=0.5)
     assert base.objective_fields("lora") == {}
+
+
+def test_reprogram_every_keeps_one_chip_for_that_many_steps(setup) -> None:
+    losses = [_loss(setup, "noise-aware", step=k, reprogram_every=2)[0].item() for k in range(4)]
+    fresh = [_loss(setup, "noise-aware", step=k)[0].item() for k in (0, 2)]
+    assert losses[0] == losses[1] == fresh[0]  # steps 0 and 1: the chip of step 0
+    assert losses[2] == losses[3] == fresh[1]  # steps 2 and 3: the chip of step 2
+    assert losses[0] != losses[2]
+    with pytest.raises(ValueError, match="reprogram_every"):
+        TrainConfig(reprogram_every=0)
+
+
+def test_reprogram_every_one_keeps_earlier_adapter_keys(
+    tiny_bert_dir: Path, topic_task_file: Path
+) -> None:
+    loaded, task = load_model(str(tiny_bert_dir)), load_task(str(topic_task_file))
+    assert "reprogram_every" not in TrainConfig().objective_fields("halora")
+    assert "reprogram_every" not in TrainConfig(reprogram_every=4).base()
+    keys = {
+        adapter_key(loaded, task, LORA, TrainConfig(reprogram_every=n), 16, "halora")
+        for n in (1, 4)
+    }
+    assert len(keys) == 2

@@ -95,3 +95,54 @@ def test_a_prompted_encoder_reads_the_instruction_after_the_truncated_text(
     assert not torch.allclose(a, b)  # the instruction survives truncation and matters
     tokens = loaded.tokenizer(long_text, "Text: Topic:", truncation="only_first", max_length=8 + 5)
     assert tokens["input_ids"][-5:-1] == loaded.tokenizer("Text: Topic:")["input_ids"][1:-1]
+
+
+def _naive_scores(lm, scorer: CausalScorer, texts, task) -> torch.Tensor:
+    """One unpadded full sequence per (text, label) through the whole model, LM head everywhere."""
+    rows = []
+    for context in scorer.contexts(texts, task):
+        row = []
+        for label in scorer.prepare(task):
+            log_probs = lm(input_ids=torch.tensor([context + label])).logits.log_softmax(-1)[0]
+            positions = torch.arange(len(context) - 1, len(context) + len(label) - 1)
+            row.append(log_probs[positions, torch.tensor(label)].sum())
+        rows.append(torch.stack(row))
+    return torch.stack(rows)  # (texts, labels)
+
+
+def test_shared_prompt_scoring_equals_full_sequences(tiny_llama_dir: Path) -> None:
+    from cimsim.lora import LoraConfig, add_lora, lora_layers
+
+    loaded = load_model(str(tiny_llama_dir))
+    add_lora(loaded.model, LoraConfig(target_modules=("q_proj", "v_proj")))
+    torch.manual_seed(1)
+    for layer in lora_layers(loaded.model).values():  # a non-trivial branch, so gradients flow
+        torch.nn.init.normal_(layer.lora_B["default"].weight, std=0.5)
+    scorer = make_scorer(loaded, max_length=12)
+    assert isinstance(scorer, CausalScorer)
+    task = make_task(
+        "multi",
+        [f"text {i}" for i in range(8)],
+        [0, 1, 2, 3] * 2,
+        ("sport", "money", "music", "weather"),
+        ("sport.", "money.", "music.", "weather."),
+        "Text: {text}\nTopic:",
+        (" sport", " stock market prices", " music", " the weather forecast for today"),
+        "test",
+    )
+    lengths = sorted({len(v) for v in scorer.prepare(task)})
+    assert lengths[0] == 1 and len(lengths) >= 3  # one-token and multi-token labels of 2+ lengths
+    texts = [
+        "rates rose",
+        "a much longer text about the team that won the cup after extra time in the rain",
+        "ok",
+    ]
+    fast = scorer(texts, task)  # (3, 4)
+    naive = _naive_scores(loaded.model, scorer, texts, task)
+    assert torch.allclose(fast, naive, atol=1e-4)
+    params = [p for p in loaded.model.parameters() if p.requires_grad]
+    fast_grads = torch.autograd.grad(fast.sum(), params)
+    naive_grads = torch.autograd.grad(naive.sum(), params)
+    for got, expected in zip(fast_grads, naive_grads, strict=True):
+        assert got.abs().sum() > 0
+        assert torch.allclose(got, expected, atol=1e-4, rtol=1e-3)
