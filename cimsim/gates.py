@@ -196,9 +196,10 @@ class GateBank(nn.Module):
     def route(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cached: bool):
         """Compute (or, for a cached continuation, repeat) the gate values of a forward call."""
         rows = input_ids.shape[0]
-        if cached and self._last:
-            previous = next(iter(self._last.values())).shape[0]
-            values = {n: v.repeat_interleave(rows // previous) for n, v in self._last.items()}
+        if cached:  # continuation rows: each prompt's values, once per continuation of it
+            values = {
+                n: v.repeat_interleave(rows // v.shape[0]) for n, v in self._last.items()
+            }
         else:
             pooled = self.pool(input_ids, attention_mask)
             values = {name: self.gate(name)(pooled) for name in self.gates}

@@ -377,3 +377,39 @@ def test_noise_robust_continual_learning_trains_every_stage_with_halora(
         ("olora", 1),
     ]
     assert json.loads((out / "config.json").read_text())["config"]["objective"] == "halora"
+
+
+def test_causal_gates_read_the_prompt_and_follow_it_to_the_continuations(
+    tiny_llama_dir: Path,
+) -> None:
+    from cimsim.tasks import make_task
+
+    loaded = load_model(str(tiny_llama_dir))
+    scorer = make_scorer(loaded, 16)
+    learner = Learner(
+        "gated",
+        scorer,
+        loaded.model,
+        LoraConfig(r=4).resolve(loaded.lora_targets),
+        seed=0,
+        gate=GateConfig(hidden=16),
+    )
+    words = {0: "a b c", 1: "d e f g", 2: "h i"}
+    task = make_task(
+        "t", [f"{words[k]} {i}" for k in words for i in range(12)], [k for k in words for _ in
+        range(12)], ("x", "y", "z"), ("x.", "y.", "z."), "Q: {text}\nA:",
+        (" alpha beta", " gamma", " delta epsilon zeta"), "test",
+    )  # fmt: skip
+    learner.begin(0, "one")
+    learner.end(task, list(task.train.texts), 4)
+    learner.begin(1, "two")
+    with torch.no_grad():
+        for name, param in scorer.named_parameters():
+            if ".lora_B." in name:
+                param.normal_(0, 0.3)
+        assert learner.bank is not None
+        with learner.bank.recording() as records:
+            together = scorer(["a b c", "h i"], task)
+        alone = torch.cat([scorer(["a b c"], task), scorer(["h i"], task)])
+    assert [tuple(r["pooled"].shape) for r in records] == [(2, 32)]  # prompts only, once
+    assert torch.allclose(together, alone, atol=1e-5)  # each continuation has its prompt's gate
