@@ -197,9 +197,7 @@ class GateBank(nn.Module):
         """Compute (or, for a cached continuation, repeat) the gate values of a forward call."""
         rows = input_ids.shape[0]
         if cached:  # continuation rows: each prompt's values, once per continuation of it
-            values = {
-                n: v.repeat_interleave(rows // v.shape[0]) for n, v in self._last.items()
-            }
+            values = {n: v.repeat_interleave(rows // v.shape[0]) for n, v in self._last.items()}
         else:
             pooled = self.pool(input_ids, attention_mask)
             values = {name: self.gate(name)(pooled) for name in self.gates}
