@@ -6,18 +6,24 @@ from pathlib import Path
 
 import pytest
 
+from cimsim.continual.experiment import is_continual, load_continual
 from cimsim.errors import CimsimError
 from cimsim.experiments import load_experiment
 from cimsim.sweep import SweepConfig
 
 EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").rglob("*.toml"))
+SWEEPS = [path for path in EXPERIMENTS if not is_continual(path)]
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
 def test_committed_experiments_parse(path: Path) -> None:
-    experiment = load_experiment(path)
-    assert experiment.name == path.stem
-    assert experiment.description.strip()
+    if is_continual(path):
+        name, description, _ = load_continual(path)
+    else:
+        experiment = load_experiment(path)
+        name, description = experiment.name, experiment.description
+    assert name == path.stem
+    assert description.strip()
 
 
 def test_default_experiment_is_the_default_command() -> None:
@@ -90,7 +96,7 @@ def test_methods_make_a_comparison(tmp_path: Path) -> None:
     experiment = load_experiment(path)
     assert experiment.methods == ("lora", "halora")
     assert (experiment.sweep.method, experiment.sweep.train.mu) == ("lora", 0.01)
-    assert load_experiment(EXPERIMENTS[0]).methods == ()
+    assert load_experiment(SWEEPS[0]).methods == ()
 
 
 def test_run_publishes_a_comparison(
