@@ -253,7 +253,7 @@ class _Run:
             self._learn(learner, stage, names, base_stage)
             snapshots.append((base_stage, learner.state(), len(learner.branches)))
             self.progress.stage(f"{method}: digital accuracy after stage {stage}", stage + 1)
-            self._evaluate(scorer, base_stage, order[: stage + 1], _digital())
+            self._evaluate(scorer, base_stage, order, stage, _digital())
         save_branches(
             loaded.model,
             self.out_dir / "branches" / method / f"order{index}",
@@ -279,7 +279,7 @@ class _Run:
             }
             for base_stage, state, n_branches in snapshots:
                 learner.show(state, n_branches)
-                self._evaluate(scorer, base_stage, order[: base_stage["stage"] + 1], chip)
+                self._evaluate(scorer, base_stage, order, base_stage["stage"], chip)
         undeploy(loaded.model)
 
     def _learn(
@@ -321,12 +321,17 @@ class _Run:
         )
 
     def _evaluate(
-        self, scorer: Any, base: dict[str, Any], tasks: tuple[str, ...], chip: dict[str, Any]
+        self,
+        scorer: Any,
+        base: dict[str, Any],
+        order: tuple[str, ...],
+        stage: int,
+        chip: dict[str, Any],
     ) -> None:
+        """Accuracy of every task seen up to ``stage`` (those not yet written)."""
         from cimsim.evaluate import evaluate
 
-        order = base["sequence"].split(" > ")
-        for task in tasks:
+        for task in order[: stage + 1]:
             row = {**base, "task": task, "position": order.index(task), **chip}
             if _key(row) not in self.done:
                 result = evaluate(
