@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -413,3 +414,21 @@ def test_causal_gates_read_the_prompt_and_follow_it_to_the_continuations(
         alone = torch.cat([scorer(["a b c"], task), scorer(["h i"], task)])
     assert [tuple(r["pooled"].shape) for r in records] == [(2, 32)]  # prompts only, once
     assert torch.allclose(together, alone, atol=1e-5)  # each continuation has its prompt's gate
+
+
+def test_a_run_resumes_across_added_config_fields_but_not_across_changed_ones(
+    tmp_path: Path,
+) -> None:
+    from cimsim.config import to_dict
+    from cimsim.continual.runner import CONFIG_FILE, SCHEMA, ContinualConfig, _prepare
+    from cimsim.errors import CimsimError
+
+    config = ContinualConfig(tasks=("a.jsonl", "b.jsonl"))
+    stored = to_dict(config)
+    del stored["train"]["reprogram_every"]  # a field added to TrainConfig after the run
+    del stored["memory_size"]  # and one added to ContinualConfig
+    record = {"schema": SCHEMA, "config": stored}
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(record))
+    _prepare(dataclasses.replace(config, methods=("gated", "seq-lora", "sum")), tmp_path)
+    with pytest.raises(CimsimError, match="seed differ"):
+        _prepare(dataclasses.replace(config, seed=1), tmp_path)

@@ -138,10 +138,19 @@ def _prepare(config: ContinualConfig, out_dir: Path) -> tuple[dict[str, Any], li
         record = read_json(out_dir / CONFIG_FILE)
         if record.get("schema") != SCHEMA:
             raise CimsimError(f"{out_dir / CONFIG_FILE} is not a {SCHEMA} record")
-        old = {k: v for k, v in record["config"].items() if k not in _GRID_FIELDS}
+        stored = record.get("config")
+        if not isinstance(stored, dict):
+            raise CimsimError(f"{out_dir / CONFIG_FILE} is damaged: its 'config' is not an object")
+        defaults = to_dict(ContinualConfig())
         new = {k: v for k, v in to_dict(config).items() if k not in _GRID_FIELDS}
-        if old != new:
-            changed = sorted(k for k in new if old.get(k) != new[k])
+        changed = []
+        for key, value in new.items():
+            was = stored.get(key, defaults[key])  # a field added since that run: its default
+            if isinstance(was, dict) and isinstance(defaults[key], dict):
+                was = {**defaults[key], **was}
+            if was != value:
+                changed.append(key)
+        if changed:
             raise CimsimError(
                 f"{out_dir} holds a run with another config ({', '.join(changed)} differ); "
                 "choose another --out"
