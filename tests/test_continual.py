@@ -127,14 +127,6 @@ def test_average_performance_and_forgetting_match_a_hand_computed_matrix() -> No
         average_performance(np.zeros((2, 3)))
 
 
-def _gate_values(learner: Learner, task, texts, branch: str) -> torch.Tensor:
-    assert learner.bank is not None
-    prepared = learner.scorer.prepare(task)
-    with torch.no_grad(), learner.bank.recording() as records:
-        learner.scorer(texts, task, prepared)
-    return torch.cat([r[branch] for r in records])
-
-
 def test_a_new_gate_stays_near_zero_on_the_old_task_after_training(
     tiny_bert_dir: Path, two_tasks: tuple[str, str], tmp_path: Path
 ) -> None:
@@ -152,8 +144,8 @@ def test_a_new_gate_stays_near_zero_on_the_old_task_after_training(
         learner.end(task, task.train.subset(40, seed=0).texts, 16)
     moved = sum((p - start[n]).norm().item() for n, p in gate.named_parameters())
     assert moved > 1e-2  # the gate did train
-    on_old = _gate_values(learner, old, list(old.test.texts), "task1")
-    on_new = _gate_values(learner, new, list(new.test.texts), "task1")
+    on_old = torch.cat([r["task1"] for r in learner.gate_records(old, old.test.texts, 16)])
+    on_new = torch.cat([r["task1"] for r in learner.gate_records(new, new.test.texts, 16)])
     assert on_old.median() <= 0.05
     assert on_new.median() > 2 * on_old.median()
 

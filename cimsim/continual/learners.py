@@ -20,6 +20,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -134,14 +135,26 @@ class Learner:
             return
         with self.bank.recording() as label_rows:
             prepared = self.scorer.prepare(task)  # an encoder embeds the label descriptions
-        with self.bank.recording() as text_rows:
-            for start in range(0, len(texts), batch_size):
-                self.scorer(texts[start : start + batch_size], task, prepared)
+        text_rows = self.gate_records(task, texts, batch_size, prepared)
         # The few label rows are remembered on their own: inside the texts' energy budget they
         # would be left out, and a new gate opening on them would move every old task's anchors.
         for records in (text_rows, label_rows):
             if records:
                 self.bank.remember(torch.cat([r["pooled"] for r in records]))
+
+    @torch.no_grad()
+    def gate_records(
+        self, task: Task, texts: Sequence[str], batch_size: int, prepared: Any = None
+    ) -> list[dict[str, torch.Tensor]]:
+        """Pooled inputs and gate values of the rows the model reads for ``texts`` (label-side
+        rows excluded)."""
+        assert self.bank is not None, "only the gated method has gates"
+        if prepared is None:
+            prepared = self.scorer.prepare(task)
+        with self.bank.recording() as records:
+            for start in range(0, len(texts), batch_size):
+                self.scorer(texts[start : start + batch_size], task, prepared)
+        return records
 
     def state(self) -> dict[str, torch.Tensor]:
         """A copy of everything the method has trained so far (branches, gates, temperature)."""

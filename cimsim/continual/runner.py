@@ -370,12 +370,9 @@ class _Run:
             if (r["method"], r["order"]) != (base["method"], base["order"])
         ]
         for task in order:
-            prepared = learner.scorer.prepare(self.tasks[task])
-            texts = self.tests[task].texts
-            batch = self.config.eval.batch_size
-            with learner.bank.recording() as records:
-                for start in range(0, len(texts), batch):
-                    learner.scorer(texts[start : start + batch], self.tasks[task], prepared)
+            records = learner.gate_records(
+                self.tasks[task], self.tests[task].texts, self.config.eval.batch_size
+            )
             for branch in learner.bank.gates:
                 values = torch.cat([r[branch] for r in records]).float()
                 kept.append(
