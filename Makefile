@@ -27,7 +27,7 @@ sweep: setup
 	$(BIN)/cimsim sweep --noise 0.01..0.1
 
 lint: setup
-	$(BIN)/ruff check cimsim noise_models tests benchmarks
+	$(BIN)/ruff check cimsim noise_models tests benchmarks experiments
 	$(BIN)/mypy cimsim noise_models
 
 test: lint

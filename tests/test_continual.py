@@ -424,3 +424,35 @@ def test_a_run_resumes_across_added_config_fields_but_not_across_changed_ones(
     _prepare(dataclasses.replace(config, methods=("gated", "seq-lora", "sum")), tmp_path)
     with pytest.raises(CimsimError, match="seed differ"):
         _prepare(dataclasses.replace(config, seed=1), tmp_path)
+
+
+def test_gate_inputs_room_finds_the_direction_that_separates_a_new_task():
+    """experiments/continual/gate_inputs.py: a new task that differs from an old one by a shared
+    offset keeps a large residual along that offset, the old task almost none."""
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "experiments/continual/gate_inputs.py"
+    spec = importlib.util.spec_from_file_location("gate_inputs", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    generator = torch.Generator().manual_seed(0)
+
+    def rows(n: int, offset: float) -> torch.Tensor:
+        x = torch.zeros(n, 16)
+        x[:, :8] = torch.randn(n, 8, generator=generator)  # shared, diffuse part
+        x[:, 12] = offset  # the new task's own direction
+        return x
+
+    data = {
+        ("old", "train"): rows(200, 0.0),
+        ("old", "test"): rows(50, 0.0),
+        ("new", "train"): rows(200, 2.0),
+        ("new", "test"): rows(50, 2.0),
+    }
+    (cell,) = module.room(data, ["old", "new"], energy=0.99)
+    assert cell["dim"] <= 8  # the old task's subspace: its 8 diffuse dimensions at most
+    new_resid, old_resid = cell["resid"]
+    assert old_resid < 0.2 < new_resid  # the old task is (nearly) all inside the basis
+    new_along, old_along = cell["along_u"]
+    assert new_along > 0.5 and old_along < 1e-3

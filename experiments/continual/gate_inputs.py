@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -63,25 +64,41 @@ def relative(part: torch.Tensor, whole: torch.Tensor) -> float:
     return (norm / whole.norm(dim=1)).median().item()
 
 
-def report(rows: dict[tuple[str, str], torch.Tensor], order: list[str], energy: float) -> str:
+def room(
+    rows: dict[tuple[str, str], torch.Tensor], order: list[str], energy: float
+) -> list[dict[str, object]]:
+    """Per task after the first: the remembered subspace's size and the medians of ``resid``
+    and ``along u`` on its own test rows, then on each older task's (see the module docstring)."""
     basis: torch.Tensor | None = None
-    cells = []
+    found: list[dict[str, object]] = []
     for k, name in enumerate(order):
         if basis is not None:
             mean = project_off(rows[name, "train"], basis).mean(0)
             u = mean / mean.norm()
             seen = [name, *order[:k]]
-            resid = [relative(project_off(rows[t, "test"], basis), rows[t, "test"]) for t in seen]
-            along = [
-                relative(project_off(rows[t, "test"], basis) @ u, rows[t, "test"]) for t in seen
-            ]
-            cells.append(
-                f"task {k + 1}: dim {basis.shape[1]}, resid {resid[0]:.3f} vs "
-                + "/".join(f"{v:.3f}" for v in resid[1:])
-                + f", along u {along[0]:.4f} vs "
-                + "/".join(f"{v:.4f}" for v in along[1:])
+            tests = [rows[t, "test"] for t in seen]
+            found.append(
+                {
+                    "task": name,
+                    "dim": basis.shape[1],
+                    "resid": [relative(project_off(x, basis), x) for x in tests],
+                    "along_u": [relative(project_off(x, basis) @ u, x) for x in tests],
+                }
             )
         basis = extend_basis(basis, rows[name, "train"], energy)
+    return found
+
+
+def report(rows: dict[tuple[str, str], torch.Tensor], order: list[str], energy: float) -> str:
+    cells = []
+    for k, cell in enumerate(room(rows, order, energy), start=2):
+        resid, along = cast(list[float], cell["resid"]), cast(list[float], cell["along_u"])
+        cells.append(
+            f"task {k}: dim {cell['dim']}, resid {resid[0]:.3f} vs "
+            + "/".join(f"{v:.3f}" for v in resid[1:])
+            + f", along u {along[0]:.4f} vs "
+            + "/".join(f"{v:.4f}" for v in along[1:])
+        )
     return " | ".join(cells)
 
 
