@@ -351,6 +351,7 @@ def _run_with_progress(
 
 
 def _print_report(report: Any, out_dir: Path) -> None:
+    import pandas as pd
     from rich.table import Table
 
     symbol = "σ" if report.varied == "sigma" else report.varied
@@ -358,7 +359,7 @@ def _print_report(report: Any, out_dir: Path) -> None:
     for column in ("method", "card", symbol, "mean", "± std", "min", "max", "n"):
         table.add_column(column, justify="right")
     for row in report.summary.itertuples():
-        std = "–" if row.std != row.std else f"{row.std:.3f}"  # NaN with one instance
+        std = "–" if pd.isna(row.std) else f"{row.std:.3f}"  # NaN or NA with one instance
         table.add_row(
             row.method,
             row.card,

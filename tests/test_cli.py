@@ -433,3 +433,17 @@ def test_console_script_prints_one_line(tmp_path: Path) -> None:
     assert done.stderr.count("\n") == 1
     assert done.stderr.startswith("cimsim: error: ")
     assert "0.1..0.01" in done.stderr
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_one_chip_instance_reports_no_spread(
+    sweep_args: SweepArgs, tmp_path: Path, capsys: pytest.CaptureFixture[str], resume: bool
+):
+    """``--seeds 1`` has no spread to report: the table says so instead of failing, on a fresh
+    run and on a resumed one (whose summary is rebuilt from the files)."""
+    assert main(sweep_args("--seeds", "1")) == 0
+    if resume:
+        assert main(sweep_args("--seeds", "1")) == 0
+    out = capsys.readouterr().out
+    assert "Traceback" not in out
+    assert "–" in out  # the std column of the one-chip row

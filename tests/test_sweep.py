@@ -461,3 +461,17 @@ def test_train_refuses_an_unknown_method(
     argv += ["--model", str(tiny_bert_dir), "--cache-dir", str(tmp_path)]
     assert main(argv) == 2
     assert "unknown method 'qlora'" in capsys.readouterr().err
+
+
+def test_compare_with_one_chip_instance_writes_its_tables(
+    shared: dict[str, Path], tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    """One chip per value: no spread to report, but every table and figure is written."""
+    out = tmp_path / "compare1"
+    argv = sweep_argv(shared, tiny_bert_dir, out, "--methods", "lora,halora", "--seeds", "1")
+    argv[0] = "compare"
+    assert main(argv) == 0
+    table = pd.read_csv(out / "comparison.csv")
+    assert (table["n"] == 1).all()
+    assert "| halora |" in (out / "comparison.md").read_text()
+    assert (out / "comparison.png").read_bytes().startswith(PNG_MAGIC)
