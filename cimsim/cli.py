@@ -460,14 +460,31 @@ def train(
 
 @app.command()
 def plot(
-    run_dir: Annotated[Path, typer.Argument(help="A results folder written by `cimsim sweep`.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A results folder of `cimsim sweep` or `cimsim continual`.")
+    ],
     budget: Annotated[
-        float, typer.Option(help="Accuracy budget in points for the tolerance mark.")
+        float, typer.Option(help="Accuracy budget in points for the tolerance mark (sweeps).")
     ] = 1.0,
 ) -> None:
-    """Redraw a run's figure and summary from its files alone."""
+    """Redraw a run's figures and summary from its files alone."""
+    from cimsim.continual.runner import SCHEMA as CONTINUAL
     from cimsim.report import write_report
+    from cimsim.results import CONFIG_FILE, read_json
 
+    if not (run_dir / CONFIG_FILE).is_file() and (run_dir / "comparison.csv").is_file():
+        raise CimsimError(
+            f"{run_dir} is a comparison: plot each method's folder in it, or run the "
+            "comparison again to redraw its table and figure"
+        )
+    if (run_dir / CONFIG_FILE).is_file() and read_json(run_dir / CONFIG_FILE).get(
+        "schema"
+    ) == CONTINUAL:
+        from cimsim.continual.report import redraw
+
+        for path in redraw(run_dir):
+            _console().print(f"written: {path}")
+        return
     _print_report(write_report(run_dir, budget=budget / 100), run_dir)
 
 

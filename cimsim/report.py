@@ -18,6 +18,7 @@ from cimsim.results import (
     CONFIG_FILE,
     POINTS_FILE,
     RESULTS_CSV,
+    SCHEMA_VERSION,
     SUMMARY_CSV,
     points_frame,
     read_json,
@@ -52,6 +53,9 @@ def write_report(run_dir: Path, *, budget: float = 0.01) -> Report:
     if not run_dir.is_dir():
         raise CimsimError(f"{run_dir} is not a results folder")
     record = read_json(run_dir / CONFIG_FILE)
+    schema = str(record.get("schema", ""))
+    if not schema.startswith(SCHEMA_VERSION.split("/")[0] + "/"):
+        raise CimsimError(f"{run_dir} holds a '{schema}' run, not a sweep")
     rows = read_points(run_dir / POINTS_FILE)
     if not rows:
         raise CimsimError(f"{run_dir / POINTS_FILE} holds no finished point yet")

@@ -447,3 +447,17 @@ def test_one_chip_instance_reports_no_spread(
     out = capsys.readouterr().out
     assert "Traceback" not in out
     assert "–" in out  # the std column of the one-chip row
+
+
+def test_plot_refuses_a_comparison_or_foreign_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    compare = tmp_path / "compare"
+    compare.mkdir()
+    (compare / "comparison.csv").write_text("method\nlora\n")
+    assert "is a comparison" in user_error(capsys, main(["plot", str(compare)]))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"schema": "someone.else/1"}))
+    (other / "points.jsonl").write_text("")
+    assert "not a sweep" in user_error(capsys, main(["plot", str(other)]))

@@ -236,6 +236,16 @@ def test_continual_command_writes_matrices_metrics_and_figures_and_resumes(
     assert code == 0, err
     assert (out / "points.jsonl").read_text() == before  # nothing recomputed
 
+    # `cimsim plot` redraws a continual folder from its files (not as a sweep)
+    summary_before = (out / "summary.csv").read_text()
+    for name in ("matrices.png", "ap_ft.png", "summary.csv"):
+        (out / name).unlink()
+    code, stdout, err = _run(["plot", str(out)], capsys)
+    assert code == 0, err
+    assert (out / "matrices.png").is_file() and (out / "ap_ft.png").is_file()
+    assert (out / "summary.csv").read_text() == summary_before
+    assert not (out / "sweep.png").exists()
+
 
 @pytest.mark.parametrize(
     ("extra", "message"),

@@ -183,3 +183,23 @@ def write_outputs(out_dir: Path, rows: list[dict[str, Any]], config: Any) -> lis
     )
     files += save_figure(figure, out_dir / "ap_ft")
     return files
+
+
+def redraw(out_dir: Path) -> list[Path]:
+    """Rewrite a continual results folder's tables and figures from its files alone."""
+    from cimsim.config import from_dict
+    from cimsim.continual.runner import SCHEMA, ContinualConfig
+    from cimsim.errors import CimsimError
+    from cimsim.results import CONFIG_FILE, POINTS_FILE, read_json, read_points
+
+    record = read_json(out_dir / CONFIG_FILE)
+    if record.get("schema") != SCHEMA or not isinstance(record.get("config"), dict):
+        raise CimsimError(f"{out_dir / CONFIG_FILE} is not a {SCHEMA} record")
+    try:
+        config = from_dict(ContinualConfig, record["config"])
+    except (TypeError, ValueError) as err:
+        raise CimsimError(f"{out_dir / CONFIG_FILE} is damaged: {err}") from None
+    rows = read_points(out_dir / POINTS_FILE)
+    if not rows:
+        raise CimsimError(f"{out_dir / POINTS_FILE} holds no finished evaluation yet")
+    return write_outputs(out_dir, rows, config)
