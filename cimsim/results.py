@@ -71,7 +71,14 @@ def environment() -> dict[str, Any]:
         "packages": versions,
         "git": _git_state(),
         "argv": sys.argv,
+        "torch_threads": _torch_threads(),
     }
+
+
+def _torch_threads() -> int | None:
+    """torch's intra-op thread count, when torch is already loaded (never imported here)."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
 
 
 def _git_state() -> dict[str, Any] | None:
