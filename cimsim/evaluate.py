@@ -23,7 +23,9 @@ class Accuracy:
 @torch.inference_mode()
 def evaluate(scorer: Scorer, task: Task, split: Split, batch_size: int = 32) -> Accuracy:
     """Count argmax-correct predictions on ``split`` with the model as it is (digital or chip)."""
-    was_training = scorer.training
+    # Each submodule's own mode is restored, not the scorer's: the loaded model is kept in eval
+    # mode (no dropout) while its LoRA trains, and ``scorer.train(True)`` would switch it on.
+    modes = {module: module.training for module in scorer.modules()}
     scorer.eval()
     try:
         prepared = scorer.prepare(task)
@@ -35,5 +37,6 @@ def evaluate(scorer: Scorer, task: Task, split: Split, batch_size: int = 32) -> 
             predicted = logits.argmax(dim=-1).cpu()
             correct += int((predicted == labels[start : start + batch_size]).sum())
     finally:
-        scorer.train(was_training)
+        for module, training in modes.items():
+            module.training = training
     return Accuracy(n_correct=correct, n_examples=len(split))

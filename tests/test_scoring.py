@@ -146,3 +146,18 @@ def test_shared_prompt_scoring_equals_full_sequences(tiny_llama_dir: Path) -> No
     for got, expected in zip(fast_grads, naive_grads, strict=True):
         assert got.abs().sum() > 0
         assert torch.allclose(got, expected, atol=1e-4, rtol=1e-3)
+
+
+def test_evaluation_leaves_every_module_in_its_mode(tiny_bert_dir: Path) -> None:
+    """The loaded model stays in eval mode (no dropout) after an evaluation, even though the
+    scorer around it is in train mode: training after an evaluation must not switch dropout on
+    (continual learning evaluates between its stages)."""
+    from cimsim.evaluate import evaluate
+
+    loaded = load_model(str(tiny_bert_dir), device="cpu")
+    scorer = make_scorer(loaded, max_length=16)
+    task = _task()
+    before = {name: m.training for name, m in scorer.named_modules()}
+    assert before[""] and not loaded.model.training  # the state training runs in
+    evaluate(scorer, task, task.test)
+    assert {name: m.training for name, m in scorer.named_modules()} == before
