@@ -21,15 +21,15 @@ prompt), recorded through the gates' own routing hook.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import cast
 
 import torch
 
-from cimsim.continual.runner import DEFAULT_TASKS
-from cimsim.gates import GateConfig, attach_gates
+from cimsim.continual.learners import Learner
+from cimsim.continual.runner import DEFAULT_TASKS, ContinualConfig
 from cimsim.gpm import extend_basis, project_off
 from cimsim.models import load_model
+from cimsim.paths import default_cache_dir
 from cimsim.scoring import make_scorer
 from cimsim.tasks import load_task
 
@@ -42,18 +42,16 @@ def pooled_rows(
     """(task, split) -> the gate inputs ``p`` (rows, d) of that split's subset."""
     loaded = load_model(model_name, device="cpu")
     scorer = make_scorer(loaded, max_length, prompted=True)
-    bank = attach_gates(loaded.model, GateConfig(), seed=0)
+    lora = ContinualConfig().lora.resolve(loaded.lora_targets)
+    learner = Learner("gated", scorer, loaded.model, lora, seed=0)  # a gate bank, no branch yet
     rows = {}
     for name in tasks:
-        task = load_task(name, cache_dir=Path.home() / ".cache" / "cimsim")
-        prepared = scorer.prepare(task)
+        task = load_task(name, cache_dir=default_cache_dir())
         for split, data in (
             ("train", task.train.subset(TRAIN_ROWS, seed=0)),
             ("test", task.test.subset(TEST_ROWS, seed=0)),
         ):
-            with bank.recording() as records, torch.no_grad():
-                for start in range(0, len(data.texts), BATCH):
-                    scorer(data.texts[start : start + BATCH], task, prepared)
+            records = learner.gate_records(task, data.texts, BATCH)
             rows[name, split] = torch.cat([r["pooled"] for r in records])
     return rows
 
