@@ -472,14 +472,8 @@ def plot(
     from cimsim.report import write_report
     from cimsim.results import CONFIG_FILE, read_json
 
-    if not (run_dir / CONFIG_FILE).is_file() and (run_dir / "comparison.csv").is_file():
-        raise CimsimError(
-            f"{run_dir} is a comparison: plot each method's folder in it, or run the "
-            "comparison again to redraw its table and figure"
-        )
-    if (run_dir / CONFIG_FILE).is_file() and read_json(run_dir / CONFIG_FILE).get(
-        "schema"
-    ) == CONTINUAL:
+    config = run_dir / CONFIG_FILE
+    if config.is_file() and read_json(config).get("schema") == CONTINUAL:
         from cimsim.continual.report import redraw
 
         for path in redraw(run_dir):

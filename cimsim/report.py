@@ -52,6 +52,11 @@ def write_report(run_dir: Path, *, budget: float = 0.01) -> Report:
     """Rewrite ``results.csv``, ``summary.csv`` and ``sweep.png``/``.pdf`` of ``run_dir``."""
     if not run_dir.is_dir():
         raise CimsimError(f"{run_dir} is not a results folder")
+    if not (run_dir / CONFIG_FILE).is_file() and (run_dir / "comparison.csv").is_file():
+        raise CimsimError(
+            f"{run_dir} is a comparison: plot each method's folder in it, or run the "
+            "comparison again to redraw its table and figure"
+        )
     record = read_json(run_dir / CONFIG_FILE)
     schema = str(record.get("schema", ""))
     if not schema.startswith(SCHEMA_VERSION.split("/")[0] + "/"):
