@@ -10,7 +10,9 @@ instance is one programming event, fixed by its seed; ``deploy`` programs all ti
 one generator seeded by that seed, layer after layer in module order, so the seed alone decides
 every weight. Re-programming another instance overwrites the same buffers (no new allocation):
 a deployed chip costs 4 bytes per analog weight on top of the digital model (plus one scale per
-output channel when the periphery is simulated).
+output channel when the periphery is simulated). While a chip is being programmed, the conductance
+models also hold scratch buffers of a few times the largest layer, reused from layer to layer and
+released when the chip is done.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cimsim.noise_models import ConductanceNoise, NoiseModel
+from cimsim.noise_models.base import reused_scratch
 from cimsim.tile import TileConfig, analog_linear, join_inputs, program_tiles, split_inputs
 
 # Module-name components that stay digital even though they are nn.Linear.
@@ -219,9 +222,10 @@ def deploy(
     device = layers[0].base_layer.weight.device
     generator = chip_generator(seed, device)
     read_generator = chip_generator(_read_seed(seed), device)
-    for layer in layers:
-        layer.program(noise, generator, tile, read_generator)
-        layer.chip = chip
+    with reused_scratch():  # one set of scratch buffers for the whole chip
+        for layer in layers:
+            layer.program(noise, generator, tile, read_generator)
+            layer.chip = chip
     return model
 
 

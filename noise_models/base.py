@@ -8,12 +8,61 @@ help text can name the model and the unit. Weights follow ``torch.nn.Linear``: s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
+
+_scratch = threading.local()
+
+
+def row_abs_max(weight: torch.Tensor) -> torch.Tensor:
+    """``max_j |W[i, j]|`` as (d_out, 1): one pass over ``weight``, no copy of ``|W|``."""
+    low, high = torch.aminmax(weight, dim=1, keepdim=True)  # (d_out, 1) each
+    return torch.maximum(high, -low)
+
+
+@contextlib.contextmanager
+def reused_scratch() -> Iterator[None]:
+    """Inside the block, :func:`scratch_tensor` buffers are kept and handed out again.
+
+    A fresh tensor of several MB is mapped anew by the allocator and costs a page fault per 4 KiB
+    on first touch, about as much as drawing its Gaussians; programming a chip layer after layer
+    would pay that for every layer. ``deploy`` programs a chip inside this block, so the buffers
+    are sized once by the largest layer and released when the chip is done.
+    """
+    previous = getattr(_scratch, "pool", None)
+    _scratch.pool = {} if previous is None else previous
+    try:
+        yield
+    finally:
+        _scratch.pool = previous
+
+
+def scratch_tensor(slot: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised ``shape`` tensor with ``like``'s dtype and device, for intermediate values.
+
+    Inside :func:`reused_scratch` it is a view of the block's buffer for ``slot``, overwritten
+    by the next ``scratch_tensor(slot, ...)``: only for values that are dead once the calling
+    step returns. Outside the block it is a fresh tensor.
+    """
+    pool: dict[str, torch.Tensor] | None = getattr(_scratch, "pool", None)
+    if pool is None:
+        return like.new_empty(shape)
+    numel = math.prod(shape)
+    buffer = pool.get(slot)
+    if (
+        buffer is None
+        or buffer.numel() < numel
+        or (buffer.dtype, buffer.device) != (like.dtype, like.device)
+    ):
+        buffer = pool[slot] = like.new_empty(numel)
+    return buffer[:numel].view(shape)
 
 
 @dataclasses.dataclass(frozen=True)

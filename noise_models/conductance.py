@@ -36,14 +36,9 @@ import torch
 
 from cimsim.draws import normal_each_, stream_seed
 
-from .base import NoiseModel
+from .base import NoiseModel, row_abs_max, scratch_tensor
 
 _ZERO_CLIP = 1e-12
-
-
-def _row_abs_max(weight: torch.Tensor) -> torch.Tensor:
-    """max_j |W[i, j]| as (d_out, 1), without a copy of |W|."""
-    return torch.maximum(weight.amax(dim=1, keepdim=True), weight.amin(dim=1, keepdim=True).neg_())
 
 
 @contextlib.contextmanager
@@ -105,7 +100,7 @@ class ConductanceNoise(NoiseModel):
     def _program(self, weight, generator, out):
         # Every step works on one (devices, d_out, d_in) buffer, in place where it can: a chip
         # costs a few passes over it besides the draws.
-        scale = _row_abs_max(weight).clamp_(min=_ZERO_CLIP)  # (d_out, 1)
+        scale = row_abs_max(weight).clamp_(min=_ZERO_CLIP)  # (d_out, 1)
         targets = self._quantise_(self._to_conductances(weight, scale))  # µS
         drifts = self.drift_time_s > 0  # drift reads the targets again, so keep them
         programmed = self._program_devices(
@@ -130,8 +125,10 @@ class ConductanceNoise(NoiseModel):
         """Target conductances (devices, d_out, d_in) in µS of ``w_n = weight / scale``."""
         span = self.g_max_us - self.g_min_us
         if not self.differential:  # g_min + span (w_n + 1) / 2
-            return torch.mul(weight, span / 2 / scale).add_(self.g_min_us + span / 2)[None]
-        g = weight.new_empty((2, *weight.shape))
+            g = scratch_tensor("conductances", (1, *weight.shape), weight)
+            torch.mul(weight, span / 2 / scale, out=g[0]).add_(self.g_min_us + span / 2)
+            return g
+        g = scratch_tensor("conductances", (2, *weight.shape), weight)
         torch.mul(weight, span / scale, out=g[0])  # span w_n
         torch.neg(g[0], out=g[1])
         g = g.clamp_(min=0.0)  # g+ from max(w_n, 0), g- from max(-w_n, 0)
@@ -290,7 +287,7 @@ class PcmNoise(_AihwkitFamily):
             return g
         model = self._aihwkit()
         streams = [torch.Generator(device=g.device).manual_seed(stream_seed(generator)) for _ in g]
-        z = torch.empty_like(g)  # (devices, d_out, d_in)
+        z = scratch_tensor("draws", tuple(g.shape), g)  # (devices, d_out, d_in)
         normal_each_(list(zip(z, streams, strict=True)))
         # sigma std(g) = sigma sum_k c_k (g / g_max)^k g_max / g_ref: one polynomial in g, µS.
         g_max, g_ref = model.g_max, model.prog_coeff_g_max_reference

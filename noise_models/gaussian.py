@@ -21,7 +21,7 @@ import dataclasses
 
 import torch
 
-from .base import NoiseModel
+from .base import NoiseModel, row_abs_max
 
 
 def _standard_normal(
@@ -45,8 +45,7 @@ class ChannelRelativeNoise(NoiseModel):
     source = "Büchel et al., 'Analog Foundation Models' (IBM Research, 2025)"
 
     def _program(self, weight, generator, out):
-        low, high = torch.aminmax(weight, dim=1, keepdim=True)  # (d_out, 1) each, one pass
-        scale = torch.maximum(high, -low)  # (d_out, 1): max_j |W[i, j]|, with no |W| copy
+        scale = row_abs_max(weight)  # (d_out, 1)
         return _standard_normal(weight, generator, out).mul_(scale * self.sigma).add_(weight)
 
 

@@ -10,6 +10,7 @@ import torch
 
 from cimsim.errors import CimsimError
 from cimsim.noise_models import NOISE_MODELS, get_noise_model
+from cimsim.noise_models.base import reused_scratch, scratch_tensor
 
 
 def _weight(d_out: int = 256, d_in: int = 4096, seed: int = 0) -> torch.Tensor:
@@ -238,3 +239,30 @@ def test_rram_programming_std_follows_its_polynomial() -> None:
         std_plus = 1.5 * (0.8 + 1.2 * level - 0.5 * level**2)
         std_minus = 1.5 * 0.8 * (0.5 - 1 / (2 * math.pi)) ** 0.5  # g- at 0 µS, clipped
         assert error_us.std().item() == pytest.approx(math.hypot(std_plus, std_minus), rel=0.03)
+
+
+@pytest.mark.parametrize(
+    "name, changes",
+    [
+        ("pcm", {}),
+        ("pcm", {"drift_time_s": 3600.0, "drift_compensation": True}),
+        ("rram", {"levels": 16, "stuck_at_gmax_rate": 0.01}),
+        ("reram-cmo", {"drift_time_s": 3600.0}),  # one device per weight
+    ],
+)
+def test_reused_scratch_changes_no_weight_and_keeps_one_buffer_per_slot(name, changes) -> None:
+    model = dataclasses.replace(get_noise_model(name, 1.0), **changes)
+    weights = [_weight(64, 96, seed=0), _weight(32, 128, seed=1), _weight(64, 96, seed=2)]
+    fresh_generator, reused_generator = torch.Generator(), torch.Generator()
+    fresh_generator.manual_seed(3)
+    reused_generator.manual_seed(3)
+    fresh = [model.program(w, fresh_generator) for w in weights]
+    with reused_scratch():
+        reused = [model.program(w, reused_generator) for w in weights]
+        first = scratch_tensor("conductances", (2, 8), weights[0])
+        again = scratch_tensor("conductances", (4,), weights[0])
+        assert again.data_ptr() == first.data_ptr()  # one buffer, handed out again
+        for slot in ("conductances", "draws"):  # no programmed weight may live in a scratch
+            scratch_tensor(slot, (2, 64, 96), weights[0]).fill_(math.nan)  # the largest layer
+    for a, b in zip(fresh, reused, strict=True):
+        assert torch.equal(a, b)  # the same chip, bit for bit
