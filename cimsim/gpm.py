@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+_FLOAT32_EPS = torch.finfo(torch.float32).eps  # bases are kept in float32
+
 
 def extend_basis(basis: torch.Tensor | None, features: torch.Tensor, energy: float) -> torch.Tensor:
     """The basis (``d, k'``) that explains at least ``energy`` of ``features`` (``n, d``).
@@ -37,7 +39,15 @@ def extend_basis(basis: torch.Tensor | None, features: torch.Tensor, energy: flo
         return basis.float()
     cumulative = singular.square().cumsum(0)  # (min(n, d),)
     k = int(torch.searchsorted(cumulative, needed).item()) + 1
-    k = min(k, vh.shape[0], dim - basis.shape[1])
+    # Only directions the features really have: below this tolerance (relative to the features'
+    # norm) singular values are the rounding of the float32 old basis and their vectors are
+    # arbitrary, possibly inside that basis. Energy 1 asks for every direction, and rounding
+    # puts ``needed`` just past the last real one.
+    tolerance = total.sqrt() * max(residual.shape) * _FLOAT32_EPS
+    rank = int((singular > tolerance).sum())
+    k = min(k, rank, dim - basis.shape[1])
+    if k == 0:
+        return basis.float()
     new = vh[:k].T  # (d, k)
     # Re-orthonormalise against the old basis: residual directions are orthogonal to it up to
     # rounding, and the rounding would accumulate over many tasks.

@@ -117,6 +117,20 @@ def test_gpm_basis_explains_the_energy_and_projection_removes_it() -> None:
     )
 
 
+@pytest.mark.parametrize("rows", [2, 10])
+def test_energy_one_keeps_only_the_directions_the_features_have(rows: int) -> None:
+    generator = torch.Generator().manual_seed(0)
+    basis = None
+    sizes = []
+    for _ in range(3):  # each task: rows of rank <= 3 in the same 3-dim subspace of 32
+        mix = torch.randn(rows, 3, generator=generator)
+        basis = extend_basis(basis, mix @ torch.eye(3, 32), 1.0)
+        sizes.append(basis.shape[1])
+        assert torch.allclose(basis.T @ basis, torch.eye(basis.shape[1]), atol=1e-5)
+    assert sizes == ([2, 3, 3] if rows == 2 else [3, 3, 3])
+    assert torch.allclose(basis @ basis.T @ torch.eye(32, 3), torch.eye(32, 3), atol=1e-5)
+
+
 def test_average_performance_and_forgetting_match_a_hand_computed_matrix() -> None:
     matrix = np.array([[0.9, np.nan, np.nan], [0.7, 0.8, np.nan], [0.6, 0.85, 0.5]])
     assert average_performance(matrix) == pytest.approx((0.6 + 0.85 + 0.5) / 3)
