@@ -160,6 +160,10 @@ def train_steps(
     parameters. ``regulariser`` adds a loss term (when it returns one) to every step (logged as
     ``regulariser``); ``after_step``
     runs after every optimiser step (e.g. to project the update, :mod:`cimsim.gpm`).
+
+    LoRA dropout draws from torch's global generator; it is seeded here from ``config.seed`` (and
+    restored afterwards), so a training run never depends on what ran before it in the process
+    (a resumed continual run, another ``--methods`` list).
     """
     progress = progress or Silent()
     card = load_card(config.noise_card).with_value("sigma", config.noise_sigma)
@@ -169,35 +173,38 @@ def train_steps(
     optimiser = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     progress.stage(f"training LoRA ({method})", len(batches))
     log: list[dict[str, float]] = []
-    try:
-        for task, texts, labels in batches:
-            loss, parts = objective_loss(
-                method,
-                scorer,
-                model,
-                texts,
-                labels.to(scorer.device),
-                task,
-                card=card,
-                lam=config.lam,
-                mu=config.mu,
-                seed=config.seed,
-                step=len(log),
-                reprogram_every=config.reprogram_every,
-            )
-            extra = regulariser() if regulariser is not None else None
-            if extra is not None:
-                parts["regulariser"] = extra.item()
-                loss = loss + extra
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            if after_step is not None:
-                after_step()
-            log.append({"loss": loss.item(), **parts})
-            progress.advance()
-    finally:
-        undeploy(model)  # release the training chips' buffers; the model is digital again
+    devices = [scorer.device] if scorer.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(config.seed)
+        try:
+            for task, texts, labels in batches:
+                loss, parts = objective_loss(
+                    method,
+                    scorer,
+                    model,
+                    texts,
+                    labels.to(scorer.device),
+                    task,
+                    card=card,
+                    lam=config.lam,
+                    mu=config.mu,
+                    seed=config.seed,
+                    step=len(log),
+                    reprogram_every=config.reprogram_every,
+                )
+                extra = regulariser() if regulariser is not None else None
+                if extra is not None:
+                    parts["regulariser"] = extra.item()
+                    loss = loss + extra
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                if after_step is not None:
+                    after_step()
+                log.append({"loss": loss.item(), **parts})
+                progress.advance()
+        finally:
+            undeploy(model)  # release the training chips' buffers; the model is digital again
     return log
 
 

@@ -140,3 +140,21 @@ def test_reprogram_every_one_keeps_earlier_adapter_keys(
         for n in (1, 4)
     }
     assert len(keys) == 2
+
+
+def test_training_with_lora_dropout_does_not_depend_on_what_ran_before(
+    tiny_bert_dir: Path, topic_task_file: Path
+) -> None:
+    task = load_task(str(topic_task_file))
+    config = TrainConfig(epochs=1, train_size=24, batch_size=8)
+    lora = LoraConfig(r=4, lora_alpha=8.0, target_modules=("query", "value"), lora_dropout=0.3)
+    states = []
+    for burn in (0, 1000):  # something else drew from torch's global generator in between
+        torch.rand(burn)
+        loaded = load_model(str(tiny_bert_dir))
+        init_lora(loaded.model, lora, seed=0)
+        train_lora(make_scorer(loaded, max_length=16), loaded.model, task, config)
+        states.append({k: v for k, v in loaded.model.state_dict().items() if "lora_" in k})
+    assert states[0].keys() == states[1].keys()
+    for key, value in states[0].items():
+        assert torch.equal(value, states[1][key]), key
