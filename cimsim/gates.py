@@ -164,6 +164,10 @@ class GateBank(nn.Module):
                 f"basis_{name}",
                 extend_basis(self.basis(name), features, self.config.energy).to(pooled.device),
             )
+        return self.memory_sizes()
+
+    def memory_sizes(self) -> dict[str, int]:
+        """Dimensions of the remembered input, hidden and output subspaces."""
         return {name: self.basis(name).shape[1] for name in SUBSPACES}
 
     def begin_step(self) -> None:

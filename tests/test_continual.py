@@ -480,3 +480,46 @@ def test_gate_inputs_room_finds_the_direction_that_separates_a_new_task():
     assert old_resid < 0.2 < new_resid  # the old task is (nearly) all inside the basis
     new_along, old_along = cell["along_u"]
     assert new_along > 0.5 and old_along < 1e-3
+
+
+def test_a_full_gate_memory_is_recorded_and_warned_about(
+    tiny_bert_dir: Path, two_tasks: tuple[str, str], tmp_path: Path
+) -> None:
+    from cimsim.continual.runner import ContinualConfig, run_continual
+    from cimsim.sweep import EvalConfig
+
+    class Messages:
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def stage(self, description: str, total: int) -> None:
+            pass
+
+        def advance(self, steps: int = 1) -> None:
+            pass
+
+        def log(self, message: str) -> None:
+            self.lines.append(message)
+
+    def run(hidden: int) -> tuple[list[dict], list[str]]:
+        config = ContinualConfig(
+            model=str(tiny_bert_dir),
+            tasks=two_tasks,
+            methods=("gated",),
+            orders=1,
+            values=(0.05,),
+            instances=1,
+            train=TrainConfig(train_size=16, epochs=1),
+            eval=EvalConfig(test_size=8, max_length=16),
+            gate=GateConfig(hidden=hidden, energy=0.999),
+        )
+        out, messages = tmp_path / f"hidden{hidden}", Messages()
+        run_continual(config, out, cache_dir=tmp_path / "cache", progress=messages)
+        rows = [json.loads(line) for line in (out / "training.jsonl").read_text().splitlines()]
+        return rows, [m for m in messages.lines if "memory is full" in m]
+
+    rows, warnings = run(hidden=2)  # two hidden units: the first task fills them
+    assert rows[0]["gate_memory"]["hidden"] == 2
+    assert len(warnings) == 1 and "(2 of 2 dimensions at energy 0.999)" in warnings[0]
+    rows, warnings = run(hidden=64)  # 16 inputs cannot fill 64 dimensions
+    assert 0 < rows[0]["gate_memory"]["hidden"] < 64 and not warnings

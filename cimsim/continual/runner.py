@@ -319,15 +319,23 @@ class _Run:
         memory = last.train.subset(self.config.memory_size, seed=train.seed)
         learner.end(last, memory.texts, self.config.eval.batch_size)
         tail = [step["loss"] for step in log[-10:]]
-        append_point(
-            self.out_dir / "training.jsonl",
-            {
-                **base,
-                "steps": len(log),
-                "final_loss": sum(tail) / len(tail),
-                "train_seconds": round(time.perf_counter() - started, 2),
-            },
-        )
+        row = {
+            **base,
+            "steps": len(log),
+            "final_loss": sum(tail) / len(tail),
+            "train_seconds": round(time.perf_counter() - started, 2),
+        }
+        if learner.bank is not None:
+            row["gate_memory"] = room = learner.bank.memory_sizes()
+            width = learner.bank.config.hidden
+            if room["hidden"] >= width and stage < len(self.config.tasks) - 1:
+                self.progress.log(
+                    f"warning: {learner.method}: the gates' hidden-layer memory is full ({width} of"
+                    f" {width} dimensions at energy {learner.bank.config.energy}), so a later gate"
+                    " cannot learn its second layer and will hardly open; lower the gate energy"
+                    " or widen the gates ([continual.gate] hidden)"
+                )
+        append_point(self.out_dir / "training.jsonl", row)
 
     def _evaluate(
         self,
