@@ -27,7 +27,9 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+EXIT_FAILURE = 1  # the environment failed: a path, the disk, memory
 EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # an error no check anticipated (EX_SOFTWARE)
 EXIT_INTERRUPTED = 130
 
 # Options of every command that trains (sweep, compare, train, continual), defined once.
@@ -40,6 +42,11 @@ TrainNoise = Annotated[
     float, typer.Option(help="Sigma of the training noise, in that card's unit.")
 ]
 LearningRate = Annotated[float, typer.Option(help="Learning rate.")]
+
+
+def _check_budget(budget: float) -> None:
+    if not 0 <= budget < 100:
+        raise CimsimError(f"--budget is in accuracy points, between 0 and 100; got {budget}")
 
 
 def _cache_dir(option: Path | None) -> Path:
@@ -218,8 +225,7 @@ def sweep(
         )
     except ValueError as err:
         raise CimsimError(str(err)) from None
-    if not 0 <= budget < 100:
-        raise CimsimError(f"--budget is in accuracy points, between 0 and 100; got {budget}")
+    _check_budget(budget)
     _check_device(config.compute_device)
     resolved = config.resolve_card()
     if len(methods) == 1 and not comparing:
@@ -469,6 +475,8 @@ def plot(
 ) -> None:
     """Redraw a run's figures and summary from its files alone."""
     from cimsim.continual.runner import SCHEMA as CONTINUAL
+
+    _check_budget(budget)
     from cimsim.report import write_report
     from cimsim.results import CONFIG_FILE, read_json
 
@@ -563,6 +571,24 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         print("cimsim: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as err:  # a path that is a folder, a file, missing, unreadable, a full disk
+        where = f": {err.filename}" if err.filename else ""
+        print(f"cimsim: error: {err.strerror or err}{where}", file=sys.stderr)
+        return EXIT_FAILURE
+    except MemoryError:
+        print(
+            "cimsim: error: out of memory (fewer chips, points or a smaller batch)", file=sys.stderr
+        )
+        return EXIT_FAILURE
+    except Exception as err:  # a case no check caught: one line, the traceback on request
+        if os.environ.get("CIMSIM_DEBUG"):
+            raise
+        print(
+            f"cimsim: internal error: {type(err).__name__}: {err} "
+            "(set CIMSIM_DEBUG=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
     return result if isinstance(result, int) else 0
 
 

@@ -22,7 +22,14 @@ from cimsim.analysis import summarize
 from cimsim.errors import CimsimError
 from cimsim.plots import plot_sweep, save_figure
 from cimsim.progress import Progress
-from cimsim.results import POINTS_FILE, points_frame, read_points, write_atomic
+from cimsim.results import (
+    COMPARISON_FILE,
+    CONFIG_FILE,
+    POINTS_FILE,
+    points_frame,
+    read_points,
+    write_atomic,
+)
 from cimsim.sweep import SweepConfig, run_sweep
 
 STEM = "comparison"
@@ -39,6 +46,8 @@ def run_compare(
     """One sweep of ``base`` per method, into ``out_dir / method``."""
     if len(set(methods)) != len(methods) or not methods:
         raise CimsimError(f"--methods needs distinct methods, got {','.join(methods)}")
+    if (out_dir / CONFIG_FILE).exists():
+        raise CimsimError(f"{out_dir} holds a single run, not a comparison; choose another --out")
     for method in methods:
         config = dataclasses.replace(base, method=method)
         run_sweep(config, out_dir / method, cache_dir=cache_dir, progress=progress)
@@ -136,7 +145,7 @@ def write_comparison(out_dir: Path, methods: tuple[str, ...], budget: float = 0.
     units = points.loc[points["card"] != "digital", "value_unit"]
     unit = str(units.iloc[0]) if len(units) else ""
     flat = summarize(points)
-    write_atomic(out_dir / f"{STEM}.csv", flat.to_csv(index=False))
+    write_atomic(out_dir / COMPARISON_FILE, flat.to_csv(index=False))
     write_atomic(out_dir / f"{STEM}.md", to_markdown(table, varied, unit))
     write_atomic(out_dir / f"{STEM}.tex", to_latex(table, varied, unit))
     figure = plot_sweep(points, budget=budget, title="methods on the same chip instances")

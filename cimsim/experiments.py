@@ -72,8 +72,8 @@ def load_experiment(path: Path) -> Experiment:
     """Parse and validate an experiment file."""
     raw = read_toml(path, "experiment file")
     name = raw.get("name")
-    if not isinstance(name, str) or not name or "/" in name:
-        raise CimsimError(f"{path}: 'name' must be a non-empty string without '/'")
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise CimsimError(f"{path}: 'name' must be a folder name (no '/', not '.' or '..')")
     unknown = set(raw) - {"name", "description", "sweep"}
     if unknown:
         raise CimsimError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import math
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -61,8 +62,8 @@ class GateConfig:
             raise ValueError(f"gate hidden width must be >= 1, got {self.hidden}")
         if not 0 < self.energy <= 1:
             raise ValueError(f"gate energy threshold must be in (0, 1], got {self.energy}")
-        if not self.lr > 0:
-            raise ValueError(f"gate learning rate must be positive, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"gate learning rate must be a positive finite number, got {self.lr}")
 
 
 class Gate(nn.Module):

@@ -23,6 +23,8 @@ from cimsim.errors import CimsimError
 DEFAULT_POINTS = 10
 # A sweep evaluates every level several times; more levels than this is a typo, not a plan.
 MAX_POINTS = 10_000
+# Largest root seed: torch generators take 64-bit seeds, and derived seeds are hashed from it.
+MAX_SEED = 2**63 - 1
 # Grid points are rounded so that 0.1 + 2*0.1 prints as 0.3 in result files and figure ticks.
 _DECIMALS = 12
 

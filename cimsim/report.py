@@ -15,6 +15,7 @@ from cimsim.analysis import Tolerance, digital_accuracy, summarize, tolerance
 from cimsim.errors import CimsimError
 from cimsim.plots import plot_sweep, save_figure
 from cimsim.results import (
+    COMPARISON_FILE,
     CONFIG_FILE,
     POINTS_FILE,
     RESULTS_CSV,
@@ -52,7 +53,7 @@ def write_report(run_dir: Path, *, budget: float = 0.01) -> Report:
     """Rewrite ``results.csv``, ``summary.csv`` and ``sweep.png``/``.pdf`` of ``run_dir``."""
     if not run_dir.is_dir():
         raise CimsimError(f"{run_dir} is not a results folder")
-    if not (run_dir / CONFIG_FILE).is_file() and (run_dir / "comparison.csv").is_file():
+    if not (run_dir / CONFIG_FILE).is_file() and (run_dir / COMPARISON_FILE).is_file():
         raise CimsimError(
             f"{run_dir} is a comparison: plot each method's folder in it, or run the "
             "comparison again to redraw its table and figure"

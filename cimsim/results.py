@@ -29,6 +29,7 @@ from cimsim.errors import CimsimError
 
 SCHEMA_VERSION = "cimsim.sweep/2"
 CONFIG_FILE = "config.json"
+COMPARISON_FILE = "comparison.csv"  # the table `cimsim compare` writes in its folder
 POINTS_FILE = "points.jsonl"
 RESULTS_CSV = "results.csv"
 SUMMARY_CSV = "summary.csv"

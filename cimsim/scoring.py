@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cimsim.errors import CimsimError
 from cimsim.models import LoadedModel
 from cimsim.tasks import Task
 
@@ -205,6 +206,9 @@ Scorer = EncoderScorer | CausalScorer
 def make_scorer(loaded: LoadedModel, max_length: int, prompted: bool = False) -> Scorer:
     """The scorer that fits the model's kind; ``prompted``: an encoder reads each text together
     with the task's instruction (a causal LM always reads its prompt)."""
+    positions = getattr(loaded.model.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and max_length > positions:
+        raise CimsimError(f"--max-length {max_length} exceeds the model's {positions} positions")
     if loaded.kind == "causal":
         return CausalScorer(loaded, max_length)
     return EncoderScorer(loaded, max_length, prompted)

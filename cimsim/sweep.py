@@ -32,8 +32,9 @@ from cimsim.devices import DEFAULT_CARD, DeviceCard, load_card
 from cimsim.errors import CimsimError
 from cimsim.lora import LoraConfig
 from cimsim.progress import Progress, Silent
-from cimsim.ranges import parse_range
+from cimsim.ranges import MAX_POINTS, MAX_SEED, parse_range
 from cimsim.results import (
+    COMPARISON_FILE,
     CONFIG_FILE,
     POINTS_FILE,
     RESULTS_CSV,
@@ -124,8 +125,10 @@ class SweepConfig:
             )
         if not self.values:
             raise CimsimError("the sweep needs at least one value")
-        if self.instances < 1:
-            raise CimsimError(f"--seeds must be >= 1, got {self.instances}")
+        if not 1 <= self.instances <= MAX_POINTS:
+            raise CimsimError(f"--seeds must be in 1..{MAX_POINTS}, got {self.instances}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise CimsimError(f"--seed must be in 0..{MAX_SEED}, got {self.seed}")
         if self.sigma is not None and self.vary == "sigma":
             raise CimsimError("a fixed sigma only makes sense while another field varies")
 
@@ -215,6 +218,8 @@ def _prepare_run_dir(
         record["config"] = to_dict(_check_resumable(record, config, card, out_dir))
     elif (out_dir / POINTS_FILE).exists():
         raise CimsimError(f"{out_dir} has {POINTS_FILE} but no {CONFIG_FILE}; choose another --out")
+    elif (out_dir / COMPARISON_FILE).exists():
+        raise CimsimError(f"{out_dir} holds a comparison, not a single run; choose another --out")
     return record, read_points(out_dir / POINTS_FILE, repair=True)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -32,6 +33,7 @@ from cimsim.lora import LoraConfig, add_lora, load_adapter, save_adapter
 from cimsim.models import LoadedModel
 from cimsim.objectives import objective_loss
 from cimsim.progress import Progress, Silent
+from cimsim.ranges import MAX_SEED
 from cimsim.results import default_mode
 from cimsim.scoring import EncoderScorer, Scorer
 from cimsim.tasks import Task
@@ -74,12 +76,14 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be >= 1")
         if self.train_size is not None and self.train_size < 1:
             raise ValueError("train_size must be >= 1")
-        if not self.lr > 0:
-            raise ValueError("lr must be positive")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr}")
         if not 0 <= self.lam <= 1:
             raise ValueError("lam must be in [0, 1]")
-        if not self.mu >= 0:
-            raise ValueError("mu must be >= 0")
+        if not (math.isfinite(self.mu) and self.mu >= 0):
+            raise ValueError(f"mu must be a finite number >= 0, got {self.mu}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
         if self.reprogram_every < 1:
             raise ValueError("reprogram_every must be >= 1")
 

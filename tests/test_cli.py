@@ -131,6 +131,11 @@ def _csv_without_label(directory: Path) -> Path:
         (("--method", "nomethod"), "nomethod"),
         (("--seeds", "0"), "--seeds"),
         (("--seeds", "x"), "--seeds"),
+        (("--seeds", "99999999999"), "--seeds must be in 1..10000"),  # was: out of memory
+        (("--seed", "-1"), "seed must be in 0.."),
+        (("--seed", "99999999999999999999999"), "seed must be in 0.."),
+        (("--lr", "inf"), "lr must be a positive finite number"),
+        (("--method", "halora", "--mu", "inf"), "mu must be a finite number"),
         (("--task", "/nonexistent.jsonl"), "/nonexistent.jsonl"),
         (("--method", "none", "--adapter", "/nonexistent"), "--adapter"),
         (("--device", "nosuchdevice"), "nosuchdevice"),
@@ -362,6 +367,69 @@ def test_plot_bad_folder(
     setup(folder)
     line = user_error(capsys, main(["plot", str(folder)]))
     assert named in line
+
+
+def test_plot_refuses_a_budget_a_sweep_would_refuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = user_error(capsys, main(["plot", str(tmp_path), "--budget", "nan"]))
+    assert "--budget" in line
+
+
+def test_max_length_beyond_the_models_positions(
+    sweep_args: SweepArgs, tiny_bert_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    positions = json.loads((tiny_bert_dir / "config.json").read_text())["max_position_embeddings"]
+    line = user_error(capsys, main(sweep_args("--max-length", str(positions + 1))))
+    assert f"exceeds the model's {positions} positions" in line
+
+
+def test_a_sweep_and_a_comparison_never_share_a_folder(
+    sweep_args: SweepArgs, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    comparison = tmp_path / "comparison"
+    comparison.mkdir()
+    (comparison / "comparison.csv").write_text("method\n")
+    line = user_error(capsys, main(sweep_args("--out", str(comparison))))
+    assert "holds a comparison" in line
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "config.json").write_text("{}")
+    args = sweep_args("--out", str(single))
+    line = user_error(capsys, main(["compare", "--methods", "lora,noise-aware", *args[1:]]))
+    assert "holds a single run" in line
+
+
+def test_a_path_that_is_a_file_where_a_folder_belongs_is_one_line(
+    sweep_args: SweepArgs, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    code = main(sweep_args("--cache-dir", str(afile)))
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert err.strip().splitlines() == [f"cimsim: error: Not a directory: {afile}/adapters"]
+    assert afile.read_text() == "mine\n"
+
+
+def test_an_unanticipated_error_is_one_line_and_its_traceback_is_on_request(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import cimsim.cli
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(cimsim.cli, "app", broken)
+    assert main(["devices"]) == 70
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "cimsim: internal error: ZeroDivisionError: a bug "
+        "(set CIMSIM_DEBUG=1 for the traceback, and please report it)"
+    ]
+    monkeypatch.setenv("CIMSIM_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        main(["devices"])
 
 
 def test_out_is_an_existing_file(

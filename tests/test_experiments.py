@@ -47,6 +47,9 @@ def test_nested_tables_fill_nested_configs(tmp_path: Path) -> None:
     [
         ("name = ", "not valid TOML"),
         ("[sweep]\n", "'name'"),
+        ('name = ".."\n', "must be a folder name"),  # would publish beside figures/
+        ('name = "."\n', "must be a folder name"),
+        ('name = "a/b"\n', "must be a folder name"),
         ('name = "x"\ncolour = 1\n', "unknown key"),
         ('name = "x"\n[sweep]\nsigmas = [0.1]\n', "unknown key sweep.sigmas"),
         ('name = "x"\n[sweep]\nnoise = 0.1\n', "sweep.noise must be a string"),

@@ -51,8 +51,8 @@ def load_continual(path: Path) -> tuple[str, str, ContinualConfig]:
     """Name, description and config of a continual experiment file."""
     raw = read_toml(path, "experiment file")
     name = raw.get("name")
-    if not isinstance(name, str) or not name or "/" in name:
-        raise CimsimError(f"{path}: 'name' must be a non-empty string without '/'")
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise CimsimError(f"{path}: 'name' must be a folder name (no '/', not '.' or '..')")
     unknown = set(raw) - {"name", "description", SECTION}
     if unknown:
         raise CimsimError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
