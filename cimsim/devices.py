@@ -157,7 +157,10 @@ def card_from_dict(raw: dict[str, Any], *, origin: str, default_name: str = "") 
             f"device card {origin}: device.model '{model}' is not one of {', '.join(NOISE_MODELS)}"
         )
     noise = _build(NOISE_MODELS[model], device, f"device card {origin}", "device")
-    tile = _build(TileConfig, dict(raw.get("tile") or {}), f"device card {origin}", "tile")
+    tile_table = raw.get("tile") or {}
+    if not isinstance(tile_table, dict):
+        raise CimsimError(f"device card {origin}: 'tile' must be a table ([tile])")
+    tile = _build(TileConfig, dict(tile_table), f"device card {origin}", "tile")
     noise_range = str(raw.get("noise", "0.01..0.1"))
     parse_range(noise_range, what=f"device card {origin}: noise")
     return DeviceCard(
@@ -180,8 +183,11 @@ def _build(cls: type, values: dict[str, Any], where: str, section: str) -> Any:
         expected = hints[key]
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             values[key] = float(value)
-        elif typing.get_origin(expected) is tuple and isinstance(value, list):
-            if not all(isinstance(v, (int, float)) for v in value):
+        elif typing.get_origin(expected) is tuple:
+            numbers = isinstance(value, list) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+            )
+            if not numbers:
                 raise CimsimError(f"{where}: {section}.{key} must be a list of numbers")
             values[key] = tuple(float(v) for v in value)
         elif not _is_instance(values[key], expected):

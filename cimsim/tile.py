@@ -43,6 +43,7 @@ from cimsim.draws import normal_
 
 _ZERO_CLIP = 1e-12
 BOUND_MANAGEMENT = ("none", "iterative")
+MAX_BITS = 24  # a float32 carries 24 significant bits: finer converters change nothing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +74,10 @@ class TileConfig:
             if getattr(self, field) < 0:
                 raise ValueError(f"tile: {field} must be >= 0")
         for field in ("dac_bits", "adc_bits"):
-            if getattr(self, field) == 1:
-                raise ValueError(f"tile: {field} must be 0 (ideal) or >= 2")
+            if getattr(self, field) == 1 or getattr(self, field) > MAX_BITS:
+                raise ValueError(f"tile: {field} must be 0 (ideal) or in 2..{MAX_BITS}")
+        if self.max_bound_iterations < 1:
+            raise ValueError("tile: max_bound_iterations must be >= 1")
         for field in ("inp_bound", "out_bound"):
             value = getattr(self, field)
             if not (math.isfinite(value) and value > 0):
