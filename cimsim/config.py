@@ -48,6 +48,19 @@ def _coerce(hint: Any, value: Any) -> Any:
     return value
 
 
+def field_value(cls: type, key: str, value: Any) -> Any:
+    """``value`` as field ``key`` of dataclass ``cls`` takes it from a TOML file: an integer where
+    a float is expected becomes a float; a bool, int, float or str field given another type
+    raises ``TypeError`` naming the expected type (other fields pass as they are)."""
+    expected = typing.get_type_hints(cls)[key]
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    simple = expected in (bool, int, float, str)
+    if simple and (type(value) is not expected):  # bool is not an int here, nor an int a float
+        raise TypeError(f"must be {expected.__name__}, got {value!r}")
+    return value
+
+
 def config_hash(config: Any, length: int = 12) -> str:
     """A short stable hash of a config (or any JSON-ready value)."""
     data = to_dict(config) if dataclasses.is_dataclass(config) else config

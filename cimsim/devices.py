@@ -25,6 +25,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from cimsim.config import field_value
 from cimsim.errors import CimsimError
 from cimsim.noise_models import NOISE_MODELS, NoiseModel
 from cimsim.ranges import parse_range
@@ -181,32 +182,22 @@ def _build(cls: type, values: dict[str, Any], where: str, section: str) -> Any:
         if key not in names:
             raise CimsimError(f"{where}: unknown field {section}.{key}")
         expected = hints[key]
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            values[key] = float(value)
-        elif typing.get_origin(expected) is tuple:
+        if typing.get_origin(expected) is tuple:
             numbers = isinstance(value, list) and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
             )
             if not numbers:
                 raise CimsimError(f"{where}: {section}.{key} must be a list of numbers")
             values[key] = tuple(float(v) for v in value)
-        elif not _is_instance(values[key], expected):
-            raise CimsimError(
-                f"{where}: {section}.{key} must be {getattr(expected, '__name__', expected)}, "
-                f"got {value!r}"
-            )
+        else:
+            try:
+                values[key] = field_value(cls, key, value)
+            except TypeError as err:
+                raise CimsimError(f"{where}: {section}.{key} {err}") from None
     try:
         return cls(**values)
     except ValueError as err:
         raise CimsimError(f"{where}: {err}") from None
-
-
-def _is_instance(value: Any, expected: Any) -> bool:
-    if expected is bool:
-        return isinstance(value, bool)
-    if expected in (int, float, str):
-        return isinstance(value, expected) and not isinstance(value, bool)
-    return True
 
 
 def describe(card: DeviceCard) -> str:

@@ -35,6 +35,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from cimsim.config import field_value
 from cimsim.devices import DEFAULT_CARD, load_card
 from cimsim.errors import CimsimError
 from cimsim.lora import LoraConfig
@@ -117,7 +118,7 @@ def _sweep(path: Path, table: dict[str, Any], method: str | None) -> SweepConfig
         if key in _NESTED:
             kwargs[key] = _nested(path, key, _NESTED[key], value)
         elif key in _SCALARS:
-            kwargs[key] = value
+            kwargs[key] = _scalar(path, "sweep", SweepConfig, key, value)
         elif key not in _AXIS and key != "methods":
             raise CimsimError(f"{path}: unknown key sweep.{key}")
     for key in ("noise", "vary"):
@@ -127,11 +128,20 @@ def _sweep(path: Path, table: dict[str, Any], method: str | None) -> SweepConfig
     field, values, sigma = parse_axis(card, table.get("noise"), table.get("vary"))
     kwargs.update(vary=field, values=values, sigma=sigma)
     if "seeds" in table:
-        kwargs["instances"] = table["seeds"]
+        kwargs["instances"] = _scalar(path, "sweep", SweepConfig, "instances", table["seeds"])
     try:
         return SweepConfig(**kwargs)
     except (TypeError, ValueError) as err:
         raise CimsimError(f"{path}: invalid [sweep]: {err}") from None
+
+
+def _scalar(path: Path, section: str, cls: type, key: str, value: Any) -> Any:
+    """A scalar of table ``[section]`` checked against field ``key`` of ``cls``."""
+    try:
+        return field_value(cls, key, value)
+    except TypeError as err:
+        shown = "seeds" if key == "instances" else key
+        raise CimsimError(f"{path}: {section}.{shown} {err}") from None
 
 
 def _nested(path: Path, key: str, cls: type, value: Any, section: str = "sweep") -> Any:

@@ -336,6 +336,8 @@ max_length = 16
         ('[continual]\nmethods = ["gated", "nope"]\n', "--methods takes distinct names"),
         ("[continual.gate]\nenergy = 2.0\n", "energy threshold must be in (0, 1]"),
         ("[continual.train]\nsteps = 3\n", "unknown key continual.train.steps"),
+        ("[continual]\norders = 1.5\n", "continual.orders must be int, got 1.5"),
+        ('[continual]\nseeds = "3"\n', "continual.seeds must be int, got '3'"),
     ],
 )
 def test_a_bad_continual_experiment_file_is_one_line(

@@ -28,7 +28,7 @@ from typing import Any
 
 from cimsim.continual.runner import ContinualConfig
 from cimsim.errors import CimsimError
-from cimsim.experiments import _nested
+from cimsim.experiments import _nested, _scalar
 from cimsim.gates import GateConfig
 from cimsim.lora import LoraConfig
 from cimsim.ranges import parse_range
@@ -68,13 +68,13 @@ def load_continual(path: Path) -> tuple[str, str, ContinualConfig]:
                 raise CimsimError(f"{path}: {SECTION}.{key} must be a list of names")
             kwargs[key] = tuple(value)
         elif key in _SCALARS:
-            kwargs[key] = value
+            kwargs[key] = _scalar(path, SECTION, ContinualConfig, key, value)
         elif key == "noise":
             if not isinstance(value, str):
                 raise CimsimError(f"{path}: {SECTION}.noise must be a string like '0.02..0.08:4'")
             kwargs["values"] = tuple(parse_range(value))
         elif key == "seeds":
-            kwargs["instances"] = value
+            kwargs["instances"] = _scalar(path, SECTION, ContinualConfig, "instances", value)
         else:
             raise CimsimError(f"{path}: unknown key {SECTION}.{key}")
     try:
