@@ -150,9 +150,15 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
         raise CimsimError(f"{what} {path} is not valid TOML: {err}") from None
 
 
-def read_points(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
+ROW_KEYS = ("card", "accuracy")  # in every row of a sweep's and a continual run's points file
+
+
+def read_points(
+    path: Path, *, repair: bool = False, required: tuple[str, ...] = ROW_KEYS
+) -> list[dict[str, Any]]:
     """All rows of a points file. A torn last line (an interrupted write) is ignored, and cut
-    off the file when ``repair`` is set; a damaged line elsewhere is a user error."""
+    off the file when ``repair`` is set; a damaged line elsewhere, or a row without one of the
+    ``required`` keys, is a user error."""
     if not path.exists():
         return []
     raw = path.read_bytes()
@@ -170,6 +176,9 @@ def read_points(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
             ) from None
         if not isinstance(row, dict):
             raise CimsimError(f"{path}: line {number} is not a JSON object")
+        missing = [key for key in required if key not in row]
+        if missing:
+            raise CimsimError(f"{path}: line {number} is not a result row (no '{missing[0]}')")
         rows.append(row)
     if tail.strip() and repair:
         with path.open("r+b") as f:

@@ -333,14 +333,21 @@ def test_different_sweep_into_a_finished_run_changes_nothing(
     assert snapshot(run_dir) == before
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [lambda line: line[:25] + b"\n", lambda line: b"{}\n", lambda line: b'"value"\n'],
+    ids=["cut", "empty-object", "not-an-object"],
+)
 def test_damaged_middle_line_stops_resume_and_plot_unchanged(
-    run_copy: tuple[list[str], Path], capsys: pytest.CaptureFixture[str]
+    damage: Callable[[bytes], bytes],
+    run_copy: tuple[list[str], Path],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     args, run_dir = run_copy
     points = run_dir / "points.jsonl"
     lines = points.read_bytes().splitlines(keepends=True)
     assert len(lines) == 3
-    points.write_bytes(lines[0] + lines[1][:25] + b"\n" + lines[2])
+    points.write_bytes(lines[0] + damage(lines[1]) + lines[2])
     before = snapshot(run_dir)
     for argv in (args, ["plot", str(run_dir)]):
         line = user_error(capsys, main(argv))

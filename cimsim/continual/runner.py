@@ -377,7 +377,7 @@ class _Run:
         path = self.out_dir / "gates.jsonl"
         kept = [
             r
-            for r in read_points(path)
+            for r in read_points(path, required=("method", "order"))
             if (r["method"], r["order"]) != (base["method"], base["order"])
         ]
         for task in order:
