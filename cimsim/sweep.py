@@ -287,7 +287,12 @@ def run_sweep(
             loaded, scorer, task, lora, config.train, cache_dir, progress, config.method
         )
     if adapter_dir is not None and not (out_dir / "adapter").exists():
-        shutil.copytree(adapter_dir, out_dir / "adapter")
+        # Copied whole or not at all: an interrupted copy leaves only the partial folder, which
+        # the next run replaces.
+        partial = out_dir / ".adapter.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(adapter_dir, partial)
+        partial.rename(out_dir / "adapter")
 
     record.setdefault("schema", SCHEMA_VERSION)
     record.setdefault("config", to_dict(config))

@@ -536,3 +536,15 @@ def test_plot_refuses_a_comparison_or_foreign_folder(
     (other / "config.json").write_text(json.dumps({"schema": "someone.else/1"}))
     (other / "points.jsonl").write_text("")
     assert "not a sweep" in user_error(capsys, main(["plot", str(other)]))
+
+
+def test_a_partial_adapter_copy_is_replaced_whole(
+    sweep_args: SweepArgs, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    (out / ".adapter.partial").mkdir(parents=True)  # a copy an earlier run did not finish
+    (out / ".adapter.partial" / "adapter_model.safetensors").write_bytes(b"torn")
+    assert main(sweep_args()) == 0, capsys.readouterr().err
+    assert not (out / ".adapter.partial").exists()
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    assert (out / "adapter" / "adapter_model.safetensors").read_bytes() != b"torn"
