@@ -475,10 +475,10 @@ def plot(
 ) -> None:
     """Redraw a run's figures and summary from its files alone."""
     from cimsim.continual.runner import SCHEMA as CONTINUAL
-
-    _check_budget(budget)
     from cimsim.report import write_report
     from cimsim.results import CONFIG_FILE, read_json
+
+    _check_budget(budget)
 
     config = run_dir / CONFIG_FILE
     if config.is_file() and read_json(config).get("schema") == CONTINUAL:

@@ -56,7 +56,7 @@ def field_value(cls: type, key: str, value: Any) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     simple = expected in (bool, int, float, str)
-    if simple and (type(value) is not expected):  # bool is not an int here, nor an int a float
+    if simple and type(value) is not expected:  # bool is not an int here, nor an int a float
         raise TypeError(f"must be {expected.__name__}, got {value!r}")
     return value
 
