@@ -87,9 +87,11 @@ def comparison_table(points: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("method")
 
 
-def _best(table: pd.DataFrame, column: str) -> str:
+def _best(table: pd.DataFrame, column: str) -> set[str]:
+    """The methods with the column's highest mean as printed (3 decimals): ties are all best."""
     values = table[column].map(lambda cell: cell[0] if isinstance(cell, tuple) else cell)
-    return str(values.idxmax())
+    shown = values.astype(float).round(3)
+    return {str(method) for method in shown.index[shown == shown.max()]}
 
 
 def to_markdown(table: pd.DataFrame, varied: str, unit: str) -> str:
@@ -109,7 +111,7 @@ def to_markdown(table: pd.DataFrame, varied: str, unit: str) -> str:
         for column in columns:
             cell = row[column]
             text = f"{cell[0]:.3f} ± {cell[1]:.3f}" if isinstance(cell, tuple) else f"{cell:.3f}"
-            cells.append(f"**{text}**" if best[column] == method else text)
+            cells.append(f"**{text}**" if method in best[column] else text)
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -130,7 +132,7 @@ def to_latex(table: pd.DataFrame, varied: str, unit: str) -> str:
         for column in columns:
             cell = row[column]
             mean, spread = (cell[0], cell[1]) if isinstance(cell, tuple) else (cell, None)
-            value = rf"\mathbf{{{mean:.3f}}}" if best[column] == method else f"{mean:.3f}"
+            value = rf"\mathbf{{{mean:.3f}}}" if method in best[column] else f"{mean:.3f}"
             cells.append(f"${value}$" if spread is None else f"${value} \\pm {spread:.3f}$")
         lines.append(f"{method} & " + " & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", f"% {varied} in {unit}; ± std over chips"]

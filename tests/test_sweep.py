@@ -475,3 +475,19 @@ def test_compare_with_one_chip_instance_writes_its_tables(
     assert (table["n"] == 1).all()
     assert "| halora |" in (out / "comparison.md").read_text()
     assert (out / "comparison.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_the_comparison_table_bolds_every_method_tied_for_best() -> None:
+    import pandas as pd
+
+    from cimsim.compare import to_latex, to_markdown
+
+    table = pd.DataFrame(
+        {"0.02": [(0.85, 0.0), (0.85, 0.01), (0.80, 0.02)], "digital": [0.9, 0.95, 0.95]},
+        index=pd.Index(["lora", "noise-aware", "halora"], name="method"),
+    )
+    markdown = to_markdown(table, "sigma", "× max|W[row,:]|")
+    assert "| lora | **0.850 ± 0.000** | 0.900 |" in markdown
+    assert "| noise-aware | **0.850 ± 0.010** | **0.950** |" in markdown
+    assert "| halora | 0.800 ± 0.020 | **0.950** |" in markdown
+    assert to_latex(table, "sigma", "× max|W[row,:]|").count(r"\mathbf") == 4
