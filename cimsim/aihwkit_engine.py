@@ -89,6 +89,7 @@ from torch import nn
 from cimsim.deploy import _DIGITAL_CONTAINERS, DIGITAL_MODULES
 from cimsim.deploy import AnalogLinear as CimsimAnalogLinear
 from cimsim.devices import DeviceCard
+from cimsim.draws import seeded_global_rng
 from cimsim.errors import CimsimError
 from cimsim.noise_models import NoiseModel
 from cimsim.noise_models.conductance import (
@@ -128,8 +129,7 @@ def aihwkit_deploy(model: nn.Module, card: DeviceCard, seed: int) -> nn.Module:
         for layer in layers.values():
             _attach_gaussian(layer, card.noise)
     device = next(analog.parameters()).device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded_global_rng(seed, device):
         analog.program_analog_weights()
         drift_time_s = getattr(card.noise, "drift_time_s", 0.0)
         if drift_time_s > 0:

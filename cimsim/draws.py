@@ -16,10 +16,11 @@ independent 62-bit seeds, the usual way of running Mersenne Twisters side by sid
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -32,6 +33,17 @@ MIN_SPLIT = 1 << 15
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 _local = threading.local()
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Inside the block torch's global generator is seeded with ``seed``; after it, the caller's
+    state is back. For code that draws only from the global generator (module inits, dropout,
+    aihwkit); a CUDA ``device``'s generator is forked too."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def stream_seed(generator: torch.Generator) -> int:

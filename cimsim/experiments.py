@@ -72,9 +72,7 @@ class Experiment:
 def load_experiment(path: Path) -> Experiment:
     """Parse and validate an experiment file."""
     raw = read_toml(path, "experiment file")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
-        raise CimsimError(f"{path}: 'name' must be a folder name (no '/', not '.' or '..')")
+    name = _name(path, raw)
     unknown = set(raw) - {"name", "description", "sweep"}
     if unknown:
         raise CimsimError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -133,6 +131,14 @@ def _sweep(path: Path, table: dict[str, Any], method: str | None) -> SweepConfig
         return SweepConfig(**kwargs)
     except (TypeError, ValueError) as err:
         raise CimsimError(f"{path}: invalid [sweep]: {err}") from None
+
+
+def _name(path: Path, raw: dict[str, Any]) -> str:
+    """The file's ``name``: the folder under figures/ that receives its results."""
+    name = raw.get("name")
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise CimsimError(f"{path}: 'name' must be a folder name (no '/', not '.' or '..')")
+    return name
 
 
 def _scalar(path: Path, section: str, cls: type, key: str, value: Any) -> Any:

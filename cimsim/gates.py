@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cimsim.draws import seeded_global_rng
 from cimsim.gpm import extend_basis, project_off
 from cimsim.lora import LoraLinear, lora_layers
 
@@ -247,8 +248,7 @@ def attach_gates(model: nn.Module, config: GateConfig, seed: int) -> GateBank:
         raise ValueError("the model already has gates")
     embeddings = cast(nn.Embedding, model.get_input_embeddings())  # type: ignore[operator]
     weight = embeddings.weight
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_global_rng(seed):
         bank = GateBank(weight.shape[1], config).to(weight.device)
     bank.requires_grad_(False)
     bank._embeddings = [embeddings]

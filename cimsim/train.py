@@ -28,6 +28,7 @@ from torch import nn
 from cimsim.config import config_hash, to_dict
 from cimsim.deploy import undeploy
 from cimsim.devices import load_card
+from cimsim.draws import seeded_global_rng
 from cimsim.errors import CimsimError
 from cimsim.lora import LoraConfig, add_lora, load_adapter, save_adapter
 from cimsim.models import LoadedModel
@@ -106,8 +107,7 @@ class TrainConfig:
 
 def init_lora(model: nn.Module, lora: LoraConfig, seed: int) -> list[str]:
     """Add a fresh branch 'default' whose A init depends on ``seed`` only."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_global_rng(seed):
         try:
             return add_lora(model, lora)
         except ValueError as err:
@@ -177,9 +177,7 @@ def train_steps(
     optimiser = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     progress.stage(f"training LoRA ({method})", len(batches))
     log: list[dict[str, float]] = []
-    devices = [scorer.device] if scorer.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(config.seed)
+    with seeded_global_rng(config.seed, scorer.device):
         try:
             for task, texts, labels in batches:
                 loss, parts = objective_loss(

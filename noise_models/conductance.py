@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from cimsim.draws import normal_each_, stream_seed
+from cimsim.draws import normal_each_, seeded_global_rng, stream_seed
 
 from .base import NoiseModel, row_abs_max, scratch_tensor
 
@@ -44,10 +44,7 @@ _ZERO_CLIP = 1e-12
 @contextlib.contextmanager
 def _global_rng_from(generator: torch.Generator) -> Iterator[None]:
     """Seed torch's global RNG from ``generator`` for code that only knows the global one."""
-    seed = stream_seed(generator)
-    devices = [generator.device] if generator.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with seeded_global_rng(stream_seed(generator), generator.device):
         yield
 
 

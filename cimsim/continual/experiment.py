@@ -28,7 +28,7 @@ from typing import Any
 
 from cimsim.continual.runner import ContinualConfig
 from cimsim.errors import CimsimError
-from cimsim.experiments import _nested, _scalar
+from cimsim.experiments import _name, _nested, _scalar
 from cimsim.gates import GateConfig
 from cimsim.lora import LoraConfig
 from cimsim.ranges import parse_range
@@ -50,9 +50,7 @@ def is_continual(path: Path) -> bool:
 def load_continual(path: Path) -> tuple[str, str, ContinualConfig]:
     """Name, description and config of a continual experiment file."""
     raw = read_toml(path, "experiment file")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
-        raise CimsimError(f"{path}: 'name' must be a folder name (no '/', not '.' or '..')")
+    name = _name(path, raw)
     unknown = set(raw) - {"name", "description", SECTION}
     if unknown:
         raise CimsimError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cimsim.draws import seeded_global_rng
 from cimsim.gates import GateBank, GateConfig, attach_gates
 from cimsim.lora import LoraConfig, add_lora, lora_layers, set_adapters, train_only
 from cimsim.scoring import EncoderScorer, Scorer
@@ -83,8 +84,7 @@ class Learner:
             self._add_branch(name, stage)
         train_only(self.model, self.branches[-1])
         if self.bank is not None and stage > 0:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(branch_seed(self.seed, stage))
+            with seeded_global_rng(branch_seed(self.seed, stage)):
                 gate = self.bank.add_gate(self.branches[-1])
             gate.requires_grad_(True)
             self.bank.begin_step()
@@ -92,8 +92,7 @@ class Learner:
             self.scorer.log_scale.requires_grad_(True)
 
     def _add_branch(self, name: str, stage: int) -> None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(branch_seed(self.seed, stage))
+        with seeded_global_rng(branch_seed(self.seed, stage)):
             add_lora(self.model, self.lora, name)
         self.branches.append(name)
         if self.bank is not None:
