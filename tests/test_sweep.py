@@ -45,6 +45,11 @@ def sweep_argv(shared: dict[str, Path], model: Path, out: Path, *options: str) -
     return ["sweep", *SMALL, *base, *paths, *options]
 
 
+def compare_argv(shared: dict[str, Path], model: Path, out: Path, *options: str) -> list[str]:
+    """The same small run as ``sweep_argv``, as ``cimsim compare``."""
+    return ["compare", *sweep_argv(shared, model, out, *options)[1:]]
+
+
 @pytest.fixture(scope="module")
 def finished(
     shared: dict[str, Path], tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory
@@ -408,8 +413,7 @@ def test_compare_runs_every_method_on_the_same_chips(
     shared: dict[str, Path], tiny_bert_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "compare"
-    argv = sweep_argv(shared, tiny_bert_dir, out, "--methods", "lora,halora", "--mu", "0.01")
-    argv[0] = "compare"
+    argv = compare_argv(shared, tiny_bert_dir, out, "--methods", "lora,halora", "--mu", "0.01")
     assert main(argv) == 0
     seeds = {
         method: {key: row["chip_seed"] for key, row in points(out / method).items()}
@@ -430,8 +434,7 @@ def test_compare_runs_every_method_on_the_same_chips(
 def test_compare_refuses_a_repeated_method(
     shared: dict[str, Path], tiny_bert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = sweep_argv(shared, tiny_bert_dir, tmp_path / "x", "--methods", "lora,lora")
-    argv[0] = "compare"
+    argv = compare_argv(shared, tiny_bert_dir, tmp_path / "x", "--methods", "lora,lora")
     assert main(argv) == 2
     assert "distinct methods" in capsys.readouterr().err
 
@@ -468,8 +471,7 @@ def test_compare_with_one_chip_instance_writes_its_tables(
 ) -> None:
     """One chip per value: no spread to report, but every table and figure is written."""
     out = tmp_path / "compare1"
-    argv = sweep_argv(shared, tiny_bert_dir, out, "--methods", "lora,halora", "--seeds", "1")
-    argv[0] = "compare"
+    argv = compare_argv(shared, tiny_bert_dir, out, "--methods", "lora,halora", "--seeds", "1")
     assert main(argv) == 0
     table = pd.read_csv(out / "comparison.csv")
     assert (table["n"] == 1).all()
