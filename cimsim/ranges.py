@@ -25,6 +25,14 @@ DEFAULT_POINTS = 10
 MAX_POINTS = 10_000
 # Largest root seed: torch generators take 64-bit seeds, and derived seeds are hashed from it.
 MAX_SEED = 2**63 - 1
+
+
+def check_chips(instances: int, seed: int) -> None:
+    """``--seeds`` (chip instances per value) and ``--seed`` (the root seed) within bounds."""
+    if not 1 <= instances <= MAX_POINTS:
+        raise CimsimError(f"--seeds must be in 1..{MAX_POINTS}, got {instances}")
+    if not 0 <= seed <= MAX_SEED:
+        raise CimsimError(f"--seed must be in 0..{MAX_SEED}, got {seed}")
 # Grid points are rounded so that 0.1 + 2*0.1 prints as 0.3 in result files and figure ticks.
 _DECIMALS = 12
 

@@ -32,7 +32,7 @@ from cimsim.devices import DEFAULT_CARD, DeviceCard, load_card
 from cimsim.errors import CimsimError
 from cimsim.lora import LoraConfig
 from cimsim.progress import Progress, Silent
-from cimsim.ranges import MAX_POINTS, MAX_SEED, parse_range
+from cimsim.ranges import check_chips, parse_range
 from cimsim.results import (
     COMPARISON_FILE,
     CONFIG_FILE,
@@ -125,10 +125,7 @@ class SweepConfig:
             )
         if not self.values:
             raise CimsimError("the sweep needs at least one value")
-        if not 1 <= self.instances <= MAX_POINTS:
-            raise CimsimError(f"--seeds must be in 1..{MAX_POINTS}, got {self.instances}")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise CimsimError(f"--seed must be in 0..{MAX_SEED}, got {self.seed}")
+        check_chips(self.instances, self.seed)
         if self.sigma is not None and self.vary == "sigma":
             raise CimsimError("a fixed sigma only makes sense while another field varies")
 

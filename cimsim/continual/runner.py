@@ -38,7 +38,7 @@ from cimsim.errors import CimsimError
 from cimsim.gates import GateConfig
 from cimsim.lora import LoraConfig
 from cimsim.progress import Progress, Silent
-from cimsim.ranges import MAX_POINTS, MAX_SEED
+from cimsim.ranges import check_chips
 from cimsim.results import append_point, environment, read_json, read_points, write_atomic
 from cimsim.sweep import EvalConfig, chip_seed
 from cimsim.train import TrainConfig
@@ -108,10 +108,7 @@ class ContinualConfig:
         n_orders = len(list(itertools.permutations(self.tasks)))
         if not 1 <= self.orders <= n_orders:
             raise CimsimError(f"--orders must be in 1..{n_orders} for {len(self.tasks)} tasks")
-        if not 1 <= self.instances <= MAX_POINTS:
-            raise CimsimError(f"--seeds must be in 1..{MAX_POINTS}, got {self.instances}")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise CimsimError(f"--seed must be in 0..{MAX_SEED}, got {self.seed}")
+        check_chips(self.instances, self.seed)
         if any(not v >= 0 for v in self.values):
             raise CimsimError("noise values must be >= 0")
         if self.memory_size < 1:
