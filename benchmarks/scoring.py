@@ -48,7 +48,8 @@ def full_sequence_scores(scorer: CausalScorer, texts: list[str], task: Task) -> 
     logits = scorer.lm(input_ids=ids, attention_mask=mask).logits  # (rows, width, vocab)
     log_probs = logits.float().log_softmax(-1)
     scores = [
-        log_probs[row, start - 1 : start - 1 + len(label)].gather(-1, torch.tensor(label)[:, None])
+        log_probs[row, start - 1 : start - 1 + len(label)]
+        .gather(-1, torch.tensor(label)[:, None])
         .sum()
         for row, (start, label) in enumerate(spans)
     ]

@@ -120,8 +120,11 @@ def continual(
     max_length: Annotated[int, typer.Option(help="Tokens per input text.")] = 64,
     gate_energy: Annotated[
         float, typer.Option(help="gated: GPM energy threshold of the old-task subspaces.")
-    ] = 0.99,
-    gate_lr: Annotated[float, typer.Option(help="gated: learning rate of the newest gate.")] = 1e-2,
+    ] = 0.999,
+    gate_lr: Annotated[float, typer.Option(help="gated: learning rate of the newest gate.")] = 1e-3,
+    gate_hidden: Annotated[
+        int, typer.Option(help="gated: width of the gate MLP's hidden layer.")
+    ] = 384,
     lam_orth: Annotated[float, typer.Option(help="olora: weight of the orthogonality loss.")] = 0.5,
     seed: Annotated[int, typer.Option(help="Root seed of inits, orders and chips.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Results folder (default under runs/).")] = None,
@@ -146,7 +149,7 @@ def continual(
             instances=seeds,
             seed=seed,
             train=_train_config(epochs, train_size, lr, seed, lam, mu, train_device, train_noise),
-            gate=GateConfig(energy=gate_energy, lr=gate_lr),
+            gate=GateConfig(hidden=gate_hidden, energy=gate_energy, lr=gate_lr),
             lam_orth=lam_orth,
             eval=EvalConfig(test_size=test_size or None, max_length=max_length),
             compute_device=torch_device,

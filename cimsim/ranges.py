@@ -33,6 +33,8 @@ def check_chips(instances: int, seed: int) -> None:
         raise CimsimError(f"--seeds must be in 1..{MAX_POINTS}, got {instances}")
     if not 0 <= seed <= MAX_SEED:
         raise CimsimError(f"--seed must be in 0..{MAX_SEED}, got {seed}")
+
+
 # Grid points are rounded so that 0.1 + 2*0.1 prints as 0.3 in result files and figure ticks.
 _DECIMALS = 12
 

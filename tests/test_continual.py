@@ -15,7 +15,7 @@ from cimsim.branches import load_branches, save_branches
 from cimsim.cli import main
 from cimsim.continual.learners import Learner
 from cimsim.continual.metrics import average_performance, forgetting
-from cimsim.gates import GateConfig
+from cimsim.gates import GateBank, GateConfig
 from cimsim.gpm import extend_basis, project_off
 from cimsim.lora import LoraConfig, adapter_names, delete_adapter, set_adapters
 from cimsim.models import load_model
@@ -148,20 +148,55 @@ def test_a_new_gate_stays_near_zero_on_the_old_task_after_training(
     _, scorer, learner = _learner(tiny_bert_dir, "gated", energy=0.999)
     config = TrainConfig(train_size=40, epochs=3, batch_size=8, lr=1e-2)
     for stage, task in enumerate((old, new)):
-        learner.begin(stage, f"task{stage}")
+        texts = task.train.subset(40, seed=0).texts
+        learner.begin(stage, f"task{stage}", task, texts, 16)
         if stage == 1:
             gate = learner.bank.gates["task1"]  # type: ignore[union-attr]
             start = {n: p.detach().clone() for n, p in gate.named_parameters()}
-        train_steps(
-            scorer, learner.model, task_batches(task, config), config, after_step=learner.after_step
+        train_steps(  # as `cimsim continual` trains: the gate at its own learning rate
+            scorer,
+            learner.model,
+            task_batches(task, config),
+            config,
+            after_step=learner.after_step,
+            param_groups=learner.param_groups(),
         )
-        learner.end(task, task.train.subset(40, seed=0).texts, 16)
+        learner.end(task, texts, 16)
     moved = sum((p - start[n]).norm().item() for n, p in gate.named_parameters())
     assert moved > 1e-2  # the gate did train
     on_old = torch.cat([r["task1"] for r in learner.gate_records(old, old.test.texts, 16)])
     on_new = torch.cat([r["task1"] for r in learner.gate_records(new, new.test.texts, 16)])
     assert on_old.median() <= 0.05
+    assert on_new.median() > 0.15  # and the gate does open on its own task
     assert on_new.median() > 2 * on_old.median()
+
+
+def test_a_new_gate_key_starts_along_the_new_tasks_strongest_direction_off_old_outputs() -> None:
+    torch.manual_seed(0)
+    dim, hidden = 24, 16
+    bank = GateBank(dim, GateConfig(hidden=hidden, energy=0.999))
+    basis_in = torch.linalg.qr(torch.randn(dim, 6))[0]  # old inputs span 6 directions
+    old = torch.randn(200, 6) @ basis_in.T  # (rows, d)
+    bank.remember(old)
+    extra = project_off(torch.randn(dim), basis_in)
+    new = torch.randn(200, 6) @ basis_in.T + 3 * torch.randn(200, 1) * extra / extra.norm()
+    gate = bank.add_gate("b", new)
+
+    _, out = gate.features(new)  # (rows, d)
+    residual = project_off(out, bank.basis("output"))
+    assert gate.key.norm().item() == pytest.approx(1.0, abs=1e-5)
+    assert (bank.basis("output").T @ gate.key).abs().max() < 1e-5  # off old outputs
+    # no unit direction off old outputs carries more of the new outputs' residual energy
+    best = (residual @ gate.key).norm()
+    others = project_off(torch.randn(dim, 500).T, bank.basis("output"))  # (500, d)
+    others = others / others.norm(dim=1, keepdim=True)
+    assert (residual @ others.T).norm(dim=0).max() <= best + 1e-4
+    # so the gate opens on the new inputs from the start and stays shut on the old ones
+    assert gate(new).median() > 10 * gate(old).median()
+    assert gate(old).median() < 0.05
+
+    random_key = GateBank(dim, GateConfig(hidden=hidden)).add_gate("b")  # a gate to be loaded
+    assert random_key.key.norm().item() == pytest.approx(1.0, abs=1e-5)
 
 
 def test_all_branches_and_gates_round_trip(
@@ -270,6 +305,9 @@ def test_continual_command_writes_matrices_metrics_and_figures_and_resumes(
         (["--noise", "0.1..x"], "noise range"),
         (["--objective", "sgd"], "unknown objective"),
         (["--device", "no-such-card"], "no-such-card"),
+        (["--gate-hidden", "0"], "gate hidden width must be >= 1"),
+        (["--gate-lr", "inf"], "gate learning rate must be a positive finite number"),
+        (["--gate-energy", "1.5"], "gate energy threshold must be in (0, 1]"),
     ],
 )
 def test_continual_bad_input_is_one_line(

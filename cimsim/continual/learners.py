@@ -75,8 +75,19 @@ class Learner:
         )
         self.branches: list[str] = []
 
-    def begin(self, stage: int, name: str) -> None:
-        """Add (or reuse) the branch of task ``name`` and make only it (and its gate) train."""
+    def begin(
+        self,
+        stage: int,
+        name: str,
+        task: Task | None = None,
+        texts: Sequence[str] = (),
+        batch_size: int = 64,
+    ) -> None:
+        """Add (or reuse) the branch of task ``name`` and make only it (and its gate) train.
+
+        A new gate's key starts from the inputs the model reads for ``texts`` of ``task`` (the
+        new task's training texts; see :meth:`cimsim.gates.GateBank.add_gate`).
+        """
         if self.method in SINGLE_BRANCH:
             if not self.branches:
                 self._add_branch(SHARED_BRANCH, stage)
@@ -84,8 +95,12 @@ class Learner:
             self._add_branch(name, stage)
         train_only(self.model, self.branches[-1])
         if self.bank is not None and stage > 0:
+            pooled = None
+            if task is not None and texts:
+                records = self.gate_records(task, texts, batch_size)
+                pooled = torch.cat([r["pooled"] for r in records])
             with seeded_global_rng(branch_seed(self.seed, stage)):
-                gate = self.bank.add_gate(self.branches[-1])
+                gate = self.bank.add_gate(self.branches[-1], pooled)
             gate.requires_grad_(True)
             self.bank.begin_step()
         if isinstance(self.scorer, EncoderScorer):

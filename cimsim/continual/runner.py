@@ -297,7 +297,11 @@ class _Run:
         from cimsim.train import task_batches, train_steps
 
         train = self.config.train
-        learner.begin(stage, self.branch_of[names[0]])
+        first = self.tasks[names[0]]
+        memory = first.train.subset(self.config.memory_size, seed=train.seed)
+        learner.begin(
+            stage, self.branch_of[names[0]], first, memory.texts, self.config.eval.batch_size
+        )
         if len(names) > 1:  # joint: every task's batches, shuffled together
             batches = [b for n in names for b in task_batches(self.tasks[n], train)]
             random.Random(self.config.seed).shuffle(batches)
