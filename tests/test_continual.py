@@ -171,6 +171,22 @@ def test_a_new_gate_stays_near_zero_on_the_old_task_after_training(
     assert on_new.median() > 2 * on_old.median()
 
 
+def test_a_new_tasks_gate_inputs_are_read_once_for_its_key_and_its_memory(
+    tiny_bert_dir: Path, two_tasks: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, new = (load_task(t) for t in two_tasks)
+    _, _, learner = _learner(tiny_bert_dir, "gated")
+    learner.begin(0, "task0", old, old.train.texts[:8], 4)
+    learner.end(old, old.train.texts[:8], 4)
+    reads = []
+    record = learner.gate_records
+    monkeypatch.setattr(learner, "gate_records", lambda *a: reads.append(a[1]) or record(*a))
+    learner.begin(1, "task1", new, new.train.texts[:8], 4)
+    learner.end(new, new.train.texts[:8], 4)
+    assert reads == [new.train.texts[:8]]
+    assert learner.bank is not None and learner.bank.memory_sizes()["input"] > 0
+
+
 def test_a_new_gate_key_starts_along_the_new_tasks_strongest_direction_off_old_outputs() -> None:
     torch.manual_seed(0)
     dim, hidden = 24, 16

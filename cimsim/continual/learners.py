@@ -74,6 +74,7 @@ class Learner:
             attach_gates(model, gate or GateConfig(), seed) if method == "gated" else None
         )
         self.branches: list[str] = []
+        self._last_read: tuple[tuple[str, tuple[str, ...]], torch.Tensor | None] | None = None
 
     def begin(
         self,
@@ -95,10 +96,7 @@ class Learner:
             self._add_branch(name, stage)
         train_only(self.model, self.branches[-1])
         if self.bank is not None and stage > 0:
-            pooled = None
-            if task is not None and texts:
-                records = self.gate_records(task, texts, batch_size)
-                pooled = torch.cat([r["pooled"] for r in records])
+            pooled = self._text_inputs(task, texts, batch_size) if task is not None else None
             with seeded_global_rng(branch_seed(self.seed, stage)):
                 gate = self.bank.add_gate(self.branches[-1], pooled)
             gate.requires_grad_(True)
@@ -149,12 +147,26 @@ class Learner:
             return
         with self.bank.recording() as label_rows:
             prepared = self.scorer.prepare(task)  # an encoder embeds the label descriptions
-        text_rows = self.gate_records(task, texts, batch_size, prepared)
+        text_inputs = self._text_inputs(task, texts, batch_size, prepared)
         # The few label rows are remembered on their own: inside the texts' energy budget they
         # would be left out, and a new gate opening on them would move every old task's anchors.
-        for records in (text_rows, label_rows):
-            if records:
-                self.bank.remember(torch.cat([r["pooled"] for r in records]))
+        label_inputs = torch.cat([r["pooled"] for r in label_rows]) if label_rows else None
+        for inputs in (text_inputs, label_inputs):
+            if inputs is not None:
+                self.bank.remember(inputs)
+
+    def _text_inputs(
+        self, task: Task, texts: Sequence[str], batch_size: int, prepared: Any = None
+    ) -> torch.Tensor | None:
+        """The gate inputs ``p`` (rows, d) of ``texts``, None for no texts. They depend on the
+        frozen token embeddings alone, so the new task's rows read for its key at :meth:`begin`
+        are remembered at :meth:`end` without reading them again."""
+        key = (task.name, tuple(texts))
+        if self._last_read is None or self._last_read[0] != key:
+            records = self.gate_records(task, texts, batch_size, prepared)
+            pooled = torch.cat([r["pooled"] for r in records]) if records else None
+            self._last_read = (key, pooled)
+        return self._last_read[1]
 
     @torch.no_grad()
     def gate_records(
