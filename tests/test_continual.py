@@ -579,3 +579,13 @@ def test_a_full_gate_memory_is_recorded_and_warned_about(
     assert len(warnings) == 1 and "(2 of 2 dimensions at energy 0.999)" in warnings[0]
     rows, warnings = run(hidden=64)  # 16 inputs cannot fill 64 dimensions
     assert 0 < rows[0]["gate_memory"]["hidden"] < 64 and not warnings
+
+
+def test_the_continual_commands_gate_defaults_are_the_gate_configs() -> None:
+    import inspect
+
+    from cimsim.cli_continual import continual
+
+    options = inspect.signature(continual).parameters
+    shown = {f: options[f"gate_{f}"].default for f in ("hidden", "energy", "lr")}
+    assert GateConfig(**shown) == GateConfig()
