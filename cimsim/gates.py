@@ -13,9 +13,10 @@ remembers, by GPM (:mod:`cimsim.gpm`), the subspaces spanned by that task's ``p`
 activations and ``o``. A new gate starts as a copy of the newest gate's MLP (the template's for the
 second task), so its ``o`` on old inputs lies in the remembered output subspace, and its key starts
 orthogonal to that subspace, along the new task's strongest output direction off it (GainLoRA's
-initialisation, :meth:`GateBank.add_gate`). Each optimiser step's update of ``W_up``, ``W_down`` and ``k`` is then
-projected off the remembered input, hidden and output subspaces respectively, so on old inputs
-``o`` does not move and ``cos(k, o)`` stays 0 (up to the energy the bases leave out).
+initialisation, :meth:`GateBank.add_gate`). Each optimiser step's update of ``W_up``, ``W_down``
+and ``k`` is then projected off the remembered input, hidden and output subspaces respectively,
+so on old inputs ``o`` does not move and ``cos(k, o)`` stays 0 (up to the energy the bases leave
+out).
 
 Decision (documented in the README): the first branch has no gate (``a_1 = 1``); it is the base
 adaptation every later branch builds on, and a gate trained on a single task has nothing to
