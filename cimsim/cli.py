@@ -44,6 +44,16 @@ TrainNoise = Annotated[
 LearningRate = Annotated[float, typer.Option(help="Learning rate.")]
 
 
+def path_value(value: str | Path) -> Path:
+    """Parse a file or folder option: an empty value is refused (``Path("")`` is the current
+    folder, so ``--out ''`` would write results into whatever folder the user stands in)."""
+    if isinstance(value, Path):  # an option's default
+        return value
+    if not value.strip():
+        raise typer.BadParameter("the path is empty")
+    return Path(value)
+
+
 def _check_budget(budget: float) -> None:
     if not 0 <= budget < 100:
         raise CimsimError(f"--budget is in accuracy points, between 0 and 100; got {budget}")
@@ -145,7 +155,10 @@ def sweep(
     train_device: TrainDevice = "channel",
     train_noise: TrainNoise = 0.05,
     adapter: Annotated[
-        Path | None, typer.Option(help="Evaluate this peft LoRA adapter instead of training.")
+        Path | None,
+        typer.Option(
+            parser=path_value, help="Evaluate this peft LoRA adapter instead of training."
+        ),
     ] = None,
     lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
     lora_alpha: Annotated[float, typer.Option(help="LoRA alpha (scale = alpha / r).")] = 16.0,
@@ -171,11 +184,12 @@ def sweep(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Results folder (default: runs/<model>-<task>-...-<hash>); re-run to resume."
+            parser=path_value,
+            help="Results folder (default: runs/<model>-<task>-...-<hash>); re-run to resume.",
         ),
     ] = None,
     cache_dir: Annotated[
-        Path | None, typer.Option(help="Cache for adapters and fetched data.")
+        Path | None, typer.Option(parser=path_value, help="Cache for adapters and fetched data.")
     ] = None,
 ) -> None:
     """Sweep noise over chip instances: accuracy against sigma (or any card field), a results
@@ -389,12 +403,21 @@ def _print_report(report: Any, out_dir: Path) -> None:
 
 @app.command()
 def run(
-    experiment: Annotated[Path, typer.Argument(help="An experiment file (experiments/*.toml).")],
+    experiment: Annotated[
+        Path, typer.Argument(parser=path_value, help="An experiment file (experiments/*.toml).")
+    ],
     figures_dir: Annotated[
-        Path, typer.Option(help="Where figures/<name>/ receives the figure and its data.")
+        Path,
+        typer.Option(
+            parser=path_value, help="Where figures/<name>/ receives the figure and its data."
+        ),
     ] = Path("figures"),
-    out: Annotated[Path | None, typer.Option(help="Results folder (default under runs/).")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="Cache for adapters and data.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(parser=path_value, help="Results folder (default under runs/).")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(parser=path_value, help="Cache for adapters and data.")
+    ] = None,
     device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
 ) -> None:
     """Run (or resume) an experiment file's sweep, comparison or continual experiment and
@@ -422,7 +445,10 @@ def run(
 
 @app.command()
 def train(
-    out: Annotated[Path, typer.Option(help="Folder for the adapter, its log and loss curve.")],
+    out: Annotated[
+        Path,
+        typer.Option(parser=path_value, help="Folder for the adapter, its log and loss curve."),
+    ],
     method: Annotated[str, typer.Option(help="lora | noise-aware | halora.")] = "lora",
     model: Annotated[
         str, typer.Option(help="Registered model, HF directory or hub id.")
@@ -438,7 +464,9 @@ def train(
     max_length: Annotated[int, typer.Option(help="Tokens per input text.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of the init, data order, training chips.")] = 0,
     torch_device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
-    cache_dir: Annotated[Path | None, typer.Option(help="Cache for adapters and data.")] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(parser=path_value, help="Cache for adapters and data.")
+    ] = None,
 ) -> None:
     """Train one LoRA adapter (peft format) and write its per-step log and loss curve."""
     from cimsim.train import train_to_folder
@@ -467,7 +495,10 @@ def train(
 @app.command()
 def plot(
     run_dir: Annotated[
-        Path, typer.Argument(help="A results folder of `cimsim sweep` or `cimsim continual`.")
+        Path,
+        typer.Argument(
+            parser=path_value, help="A results folder of `cimsim sweep` or `cimsim continual`."
+        ),
     ],
     budget: Annotated[
         float, typer.Option(help="Accuracy budget in points for the tolerance mark (sweeps).")
@@ -514,7 +545,9 @@ def models() -> None:
 
 @app.command()
 def tasks(
-    cache_dir: Annotated[Path | None, typer.Option(help="Cache for fetched data.")] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(parser=path_value, help="Cache for fetched data.")
+    ] = None,
 ) -> None:
     """List the registered tasks with their sizes and sources."""
     from rich.table import Table

@@ -26,6 +26,7 @@ from cimsim.cli import (
     _progress_bars,
     _train_config,
     app,
+    path_value,
 )
 from cimsim.errors import CimsimError
 
@@ -127,9 +128,13 @@ def continual(
     ] = 384,
     lam_orth: Annotated[float, typer.Option(help="olora: weight of the orthogonality loss.")] = 0.5,
     seed: Annotated[int, typer.Option(help="Root seed of inits, orders and chips.")] = 0,
-    out: Annotated[Path | None, typer.Option(help="Results folder (default under runs/).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(parser=path_value, help="Results folder (default under runs/).")
+    ] = None,
     torch_device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
-    cache_dir: Annotated[Path | None, typer.Option(help="Cache for models and data.")] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(parser=path_value, help="Cache for models and data.")
+    ] = None,
 ) -> None:
     """Continual learning on a noisy analog base: accuracy matrices, AP and FT per method."""
     from cimsim.continual.runner import DEFAULT_TASKS, ContinualConfig

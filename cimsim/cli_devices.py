@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cimsim.cli import _console, app
+from cimsim.cli import _console, app, path_value
 
 devices_app = typer.Typer(
     help="Device cards: a cell and a macro in one TOML file (list, show, fit).",
@@ -64,9 +64,12 @@ def devices_show(
 @devices_app.command("fit")
 def devices_fit(
     measurements: Annotated[
-        Path, typer.Argument(help="CSV: target_us, measured_us[, time_s][, device].")
+        Path,
+        typer.Argument(parser=path_value, help="CSV: target_us, measured_us[, time_s][, device]."),
     ],
-    out: Annotated[Path, typer.Option(help="Where to write the fitted card (.toml).")],
+    out: Annotated[
+        Path, typer.Option(parser=path_value, help="Where to write the fitted card (.toml).")
+    ],
     name: Annotated[str | None, typer.Option(help="Card name (default: the file name).")] = None,
     degree: Annotated[int, typer.Option(help="Degree of the programming-noise polynomial.")] = 2,
 ) -> None:
@@ -82,7 +85,7 @@ def devices_fit(
 
 @devices_app.command("example-measurements")
 def devices_example(
-    out: Annotated[Path, typer.Argument(help="Where to write the CSV.")],
+    out: Annotated[Path, typer.Argument(parser=path_value, help="Where to write the CSV.")],
 ) -> None:
     """Write synthetic measurements of the shipped 'rram' card: the input format of `fit`."""
     from cimsim.devices import load_card

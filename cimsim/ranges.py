@@ -10,8 +10,9 @@ Accepted forms (whitespace around tokens is ignored):
 ``x``              one value
 =================  ===========================================================
 
-Values must be finite, non-negative and a range must not run backwards; anything else raises
-:class:`~cimsim.errors.CimsimError` with a one-line message quoting the input.
+Values must be finite, non-negative, at most ``MAX_VALUE`` (1e15), and a range must not run
+backwards; anything else raises :class:`~cimsim.errors.CimsimError` with a one-line message
+quoting the input.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from cimsim.errors import CimsimError
 DEFAULT_POINTS = 10
 # A sweep evaluates every level several times; more levels than this is a typo, not a plan.
 MAX_POINTS = 10_000
+# Largest value of any axis: above it no sigma, time or card field is a physical setting, and
+# matplotlib cannot place ticks on an axis that spans close to float64's limit (1e308).
+MAX_VALUE = 1e15
 # Largest root seed: torch generators take 64-bit seeds, and derived seeds are hashed from it.
 MAX_SEED = 2**63 - 1
 
@@ -105,4 +109,6 @@ def _number(token: str, spec: str, what: str) -> float:
         raise CimsimError(f"{what} range '{spec}': {token} is not a finite number")
     if value < 0:
         raise CimsimError(f"{what} range '{spec}': {what} must be non-negative, got {value}")
+    if value > MAX_VALUE:
+        raise CimsimError(f"{what} range '{spec}': {token} is too large (at most {MAX_VALUE:g})")
     return value

@@ -155,6 +155,34 @@ def test_bad_option_before_any_loading(
 
 
 @pytest.mark.parametrize(
+    "argv",
+    [
+        ["sweep", "--out", ""],
+        ["sweep", "--cache-dir", " "],
+        ["sweep", "--adapter", ""],
+        ["run", ""],
+        ["run", "x.toml", "--figures-dir", ""],
+        ["train", "--method", "lora", "--out", ""],
+        ["plot", ""],
+        ["continual", "--out", ""],
+        ["devices", "fit", "m.csv", "--out", ""],
+        ["devices", "example-measurements", ""],
+    ],
+)
+def test_empty_path_is_refused(
+    argv: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``Path("")`` is the current folder: an empty --out would write results into it."""
+    monkeypatch.chdir(tmp_path)
+    line = user_error(capsys, main(argv))
+    assert "the path is empty" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
     ("make_file", "named"),
     [(_broken_jsonl, "line 2"), (_csv_without_label, "label")],
     ids=["jsonl-broken-line", "csv-without-label-column"],

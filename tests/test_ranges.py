@@ -49,6 +49,8 @@ def test_grid_values_are_rounded_to_print_cleanly() -> None:
         ("0.01..0.1/-1", "non-negative"),
         ("0.1,0.1", "repeats"),
         ("0.1,,0.2", "not a number"),
+        ("1e308", "too large"),  # was: computed, then no figure (matplotlib's ticks overflow)
+        ("0..1e16:3", "too large"),
     ],
 )
 def test_invalid_ranges_name_the_input(text: str, message: str) -> None:
