@@ -15,12 +15,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from cimsim.errors import CimsimError
 from cimsim.gates import GateBank, GateConfig, attach_gates
 from cimsim.lora import adapter_names, load_adapter, lora_layers, save_adapter, set_adapters
+from cimsim.results import save_tensors
 
 SCHEMA = "cimsim.branches/1"
 INDEX = "branches.json"
@@ -56,7 +57,7 @@ def save_branches(
     }
     if bank is not None:
         state = {k: v.detach().cpu().contiguous() for k, v in bank.state_dict().items()}
-        save_file(state, str(path / GATES))
+        save_tensors(state, path / GATES)
         index["gates"] = {
             "hidden": bank.config.hidden,
             "energy": bank.config.energy,

@@ -22,10 +22,11 @@ from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from cimsim.errors import CimsimError
+from cimsim.results import save_tensors
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -260,7 +261,7 @@ def save_adapter(
         "use_dora": False,
         "modules_to_save": None,
     }
-    save_file(adapter_state_dict(model, adapter_name), str(path / ADAPTER_WEIGHTS))
+    save_tensors(adapter_state_dict(model, adapter_name), path / ADAPTER_WEIGHTS)
     (path / ADAPTER_CONFIG).write_text(json.dumps(peft_config, indent=2) + "\n")
     return path
 

@@ -91,6 +91,8 @@ def _smollm2_path() -> Path:
             del model.config.quantization_config
         model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(directory, gguf_file=name).save_pretrained(tmp)
+        for saved in tmp.iterdir():  # safetensors writes 0600 files
+            os.chmod(saved, default_mode())
         try:
             os.rename(tmp, cached)
         except OSError:  # another process finished first: keep its copy

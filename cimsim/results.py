@@ -112,6 +112,14 @@ def default_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~umask
 
 
+def save_tensors(tensors: dict[str, Any], path: Path) -> None:
+    """``safetensors.torch.save_file`` with the permissions of a plain file (it creates 0600)."""
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path))
+    os.chmod(path, default_mode())
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so that readers see the old or the new file, never half."""
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

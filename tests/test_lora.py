@@ -89,6 +89,24 @@ def test_peft_loads_a_cimsim_adapter_and_gives_the_same_outputs(
     assert torch.allclose(ours, theirs, atol=1e-5)
 
 
+def test_a_saved_adapter_is_readable_as_the_umask_allows(
+    tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    """safetensors creates its file 0600: a results folder shared with a group could not be read."""
+    import os
+    import stat
+
+    model = AutoModel.from_pretrained(tiny_bert_dir).eval()
+    add_lora(model, CONFIG)
+    umask = os.umask(0o022)
+    try:
+        path = save_adapter(model, tmp_path / "adapter", CONFIG, base_model_name_or_path="tiny")
+    finally:
+        os.umask(umask)
+    for saved in path.iterdir():
+        assert stat.S_IMODE(saved.stat().st_mode) == 0o644, saved.name
+
+
 def test_cimsim_loads_a_peft_adapter_and_gives_the_same_outputs(
     tiny_bert_dir: Path, tmp_path: Path
 ) -> None:
