@@ -26,6 +26,7 @@ from cimsim.results import (
     COMPARISON_FILE,
     CONFIG_FILE,
     POINTS_FILE,
+    SWEEP_POINT,
     points_frame,
     read_points,
     write_atomic,
@@ -58,7 +59,7 @@ def comparison_points(out_dir: Path, methods: tuple[str, ...]) -> pd.DataFrame:
     """All methods' rows, from their points files."""
     frames = []
     for method in methods:
-        rows = read_points(out_dir / method / POINTS_FILE)
+        rows = read_points(out_dir / method / POINTS_FILE, unique=SWEEP_POINT)
         if not rows:
             raise CimsimError(f"{out_dir / method} holds no finished point")
         frames.append(points_frame(rows))

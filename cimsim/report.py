@@ -21,6 +21,7 @@ from cimsim.results import (
     RESULTS_CSV,
     SCHEMA_VERSION,
     SUMMARY_CSV,
+    SWEEP_POINT,
     points_frame,
     read_json,
     read_points,
@@ -28,6 +29,9 @@ from cimsim.results import (
 )
 
 FIGURE_STEM = "sweep"
+RECORD_PARTS = ("axis", "card", "model", "task")
+"""What a sweep's config.json must hold for its figure: the axis's field and unit, the card, the
+model's and the task's names (and the task's labels, for the chance line)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +66,13 @@ def write_report(run_dir: Path, *, budget: float = 0.01) -> Report:
     schema = str(record.get("schema", ""))
     if not schema.startswith(SCHEMA_VERSION.split("/")[0] + "/"):
         raise CimsimError(f"{run_dir} holds a '{schema}' run, not a sweep")
-    rows = read_points(run_dir / POINTS_FILE)
+    missing = [key for key in RECORD_PARTS if not isinstance(record.get(key), dict)]
+    if missing:  # a damaged record would label the figure with empty units and names
+        raise CimsimError(
+            f"{run_dir / CONFIG_FILE} lacks the sweep's {', '.join(missing)} record: "
+            "it was damaged or not written by cimsim"
+        )
+    rows = read_points(run_dir / POINTS_FILE, unique=SWEEP_POINT)
     if not rows:
         raise CimsimError(f"{run_dir / POINTS_FILE} holds no finished point yet")
     try:
@@ -73,16 +83,14 @@ def write_report(run_dir: Path, *, budget: float = 0.01) -> Report:
     write_atomic(run_dir / RESULTS_CSV, points.to_csv(index=False))
     write_atomic(run_dir / SUMMARY_CSV, summary.to_csv(index=False))
     digital = digital_accuracy(points)
-    axis = record.get("axis")
-    axis = axis if isinstance(axis, dict) else {}
-    card_record = record.get("card")
-    card = str(card_record.get("name", "")) if isinstance(card_record, dict) else ""
+    axis = record["axis"]
+    card = str(record["card"].get("name", ""))
     tol = tolerance(summary, digital, budget) if digital is not None and len(summary) else None
     figures: list[Path] = []
     if len(summary):
-        task = record.get("task", {})
+        task = record["task"]
         labels = task.get("label_names") or []
-        model = record.get("model", {}).get("name", "")
+        model = record["model"].get("name", "")
         figure = plot_sweep(
             points,
             x_label=x_label(axis, card),

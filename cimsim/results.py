@@ -159,20 +159,30 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
 
 
 ROW_KEYS = ("card", "accuracy")  # in every row of a sweep's and a continual run's points file
+SWEEP_POINT = ("card", "varied", "value", "instance")
+"""What tells one point of a sweep from another: a points file holds each at most once."""
+CONTINUAL_POINT = ("method", "order", "stage", "task", "sigma", "instance")
+"""The same for a continual run: one evaluation of one stage's model on one task and chip."""
 
 
 def read_points(
-    path: Path, *, repair: bool = False, required: tuple[str, ...] = ROW_KEYS
+    path: Path,
+    *,
+    repair: bool = False,
+    required: tuple[str, ...] = ROW_KEYS,
+    unique: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """All rows of a points file. A torn last line (an interrupted write) is ignored, and cut
-    off the file when ``repair`` is set; a damaged line elsewhere, or a row without one of the
-    ``required`` keys, is a user error."""
+    off the file when ``repair`` is set; a damaged line elsewhere, a row without one of the
+    ``required`` keys, or a second row with the same values of the ``unique`` keys (it would be
+    counted twice in every mean) is a user error."""
     if not path.exists():
         return []
     raw = path.read_bytes()
     lines = raw.split(b"\n")
     complete, tail = lines[:-1], lines[-1]
     rows = []
+    seen: dict[tuple, int] = {}
     for number, line in enumerate(complete, start=1):
         if not line.strip():
             continue
@@ -187,6 +197,14 @@ def read_points(
         missing = [key for key in required if key not in row]
         if missing:
             raise CimsimError(f"{path}: line {number} is not a result row (no '{missing[0]}')")
+        if unique:
+            key = tuple(json.dumps(row.get(k), sort_keys=True) for k in unique)
+            if key in seen:
+                point = ", ".join(f"{k} {row.get(k)}" for k in unique)
+                raise CimsimError(
+                    f"{path}: line {number} repeats line {seen[key]} ({point}); remove one of them"
+                )
+            seen[key] = number
         rows.append(row)
     if tail.strip() and repair:
         with path.open("r+b") as f:

@@ -39,6 +39,7 @@ from cimsim.results import (
     POINTS_FILE,
     RESULTS_CSV,
     SCHEMA_VERSION,
+    SWEEP_POINT,
     append_point,
     environment,
     points_frame,
@@ -217,7 +218,7 @@ def _prepare_run_dir(
         raise CimsimError(f"{out_dir} has {POINTS_FILE} but no {CONFIG_FILE}; choose another --out")
     elif (out_dir / COMPARISON_FILE).exists():
         raise CimsimError(f"{out_dir} holds a comparison, not a single run; choose another --out")
-    return record, read_points(out_dir / POINTS_FILE, repair=True)
+    return record, read_points(out_dir / POINTS_FILE, repair=True, unique=SWEEP_POINT)
 
 
 @contextlib.contextmanager
@@ -263,7 +264,7 @@ def run_sweep(
     if config.method in ("noise-aware", "halora"):
         load_card(config.train.noise_card).with_value("sigma", config.train.noise_sigma)
     record, rows = _prepare_run_dir(config, card, out_dir)
-    done = {(r["card"], r["varied"], r["value"], r["instance"]) for r in rows}
+    done = {tuple(r[key] for key in SWEEP_POINT) for r in rows}
 
     task = load_task(config.task, cache_dir=cache_dir)
     test = task.test.subset(config.eval.test_size, seed=config.seed)

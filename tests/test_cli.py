@@ -383,6 +383,37 @@ def test_damaged_middle_line_stops_resume_and_plot_unchanged(
         assert snapshot(run_dir) == before
 
 
+def test_repeated_point_stops_resume_and_plot_unchanged(
+    run_copy: tuple[list[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A row written twice (files joined by hand) would count twice in every mean."""
+    args, run_dir = run_copy
+    points = run_dir / "points.jsonl"
+    lines = points.read_bytes().splitlines(keepends=True)
+    points.write_bytes(b"".join([*lines, lines[1]]))
+    before = snapshot(run_dir)
+    for argv in (args, ["plot", str(run_dir)]):
+        line = user_error(capsys, main(argv))
+        assert str(points) in line and "line 4 repeats line 2" in line
+        assert snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize("part", ["axis", "card", "model", "task"])
+def test_plot_refuses_a_record_without_its_parts(
+    part: str, run_copy: tuple[list[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was: the figure drawn with an empty unit and no model or task name."""
+    _, run_dir = run_copy
+    config = run_dir / "config.json"
+    record = json.loads(config.read_text())
+    del record[part]
+    config.write_text(json.dumps(record))
+    before = snapshot(run_dir)
+    line = user_error(capsys, main(["plot", str(run_dir)]))
+    assert str(config) in line and part in line
+    assert snapshot(run_dir) == before
+
+
 @pytest.mark.parametrize(
     ("setup", "named"),
     [

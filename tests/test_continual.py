@@ -589,3 +589,34 @@ def test_the_continual_commands_gate_defaults_are_the_gate_configs() -> None:
     options = inspect.signature(continual).parameters
     shown = {f: options[f"gate_{f}"].default for f in ("hidden", "energy", "lr")}
     assert GateConfig(**shown) == GateConfig()
+
+
+def test_a_resumed_order_replaces_its_training_rows(
+    tiny_bert_dir: Path, two_tasks: tuple[str, str], tmp_path: Path
+) -> None:
+    """An order cut short is trained again on resume: one training row per stage, not two."""
+    from cimsim.continual.runner import ContinualConfig, run_continual
+    from cimsim.sweep import EvalConfig
+
+    config = ContinualConfig(
+        model=str(tiny_bert_dir),
+        tasks=two_tasks,
+        methods=("seq-lora",),
+        orders=1,
+        values=(0.05,),
+        instances=1,
+        train=TrainConfig(train_size=16, epochs=1),
+        eval=EvalConfig(test_size=8, max_length=16),
+    )
+    out = tmp_path / "run"
+    run_continual(config, out, cache_dir=tmp_path / "cache")
+    points = out / "points.jsonl"
+    lines = points.read_text().splitlines(keepends=True)
+    points.write_text("".join(lines[:-1]))  # the run stopped before its last evaluation
+    run_continual(config, out, cache_dir=tmp_path / "cache")
+    stages = [json.loads(line) for line in (out / "training.jsonl").read_text().splitlines()]
+    assert [(r["method"], r["order"], r["stage"]) for r in stages] == [
+        ("seq-lora", 0, 0),
+        ("seq-lora", 0, 1),
+    ]
+    assert sorted(points.read_text().splitlines(keepends=True)) == sorted(lines)

@@ -190,7 +190,13 @@ def redraw(out_dir: Path) -> list[Path]:
     from cimsim.config import from_dict
     from cimsim.continual.runner import SCHEMA, ContinualConfig
     from cimsim.errors import CimsimError
-    from cimsim.results import CONFIG_FILE, POINTS_FILE, read_json, read_points
+    from cimsim.results import (
+        CONFIG_FILE,
+        CONTINUAL_POINT,
+        POINTS_FILE,
+        read_json,
+        read_points,
+    )
 
     record = read_json(out_dir / CONFIG_FILE)
     if record.get("schema") != SCHEMA or not isinstance(record.get("config"), dict):
@@ -199,7 +205,7 @@ def redraw(out_dir: Path) -> list[Path]:
         config = from_dict(ContinualConfig, record["config"])
     except (TypeError, ValueError) as err:
         raise CimsimError(f"{out_dir / CONFIG_FILE} is damaged: {err}") from None
-    rows = read_points(out_dir / POINTS_FILE)
+    rows = read_points(out_dir / POINTS_FILE, unique=CONTINUAL_POINT)
     if not rows:
         raise CimsimError(f"{out_dir / POINTS_FILE} holds no finished evaluation yet")
     return write_outputs(out_dir, rows, config)

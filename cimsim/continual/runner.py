@@ -39,7 +39,14 @@ from cimsim.gates import GateConfig
 from cimsim.lora import LoraConfig
 from cimsim.progress import Progress, Silent
 from cimsim.ranges import check_chips
-from cimsim.results import append_point, environment, read_json, read_points, write_atomic
+from cimsim.results import (
+    CONTINUAL_POINT,
+    append_point,
+    environment,
+    read_json,
+    read_points,
+    write_atomic,
+)
 from cimsim.sweep import EvalConfig, chip_seed
 from cimsim.train import TrainConfig
 
@@ -159,7 +166,7 @@ def _prepare(config: ContinualConfig, out_dir: Path) -> tuple[dict[str, Any], li
         raise CimsimError(f"{out_dir} has {POINTS_FILE} but no {CONFIG_FILE}; choose another --out")
     record["schema"] = SCHEMA
     record["config"] = to_dict(config)
-    return record, read_points(out_dir / POINTS_FILE, repair=True)
+    return record, read_points(out_dir / POINTS_FILE, repair=True, unique=CONTINUAL_POINT)
 
 
 def run_continual(
@@ -339,7 +346,7 @@ class _Run:
                     " cannot learn its second layer and will hardly open; lower the gate energy"
                     " or widen the gates ([continual.gate] hidden)"
                 )
-        append_point(self.out_dir / "training.jsonl", row)
+        _record_stage(self.out_dir / "training.jsonl", row)
 
     def _evaluate(
         self,
@@ -415,5 +422,13 @@ def _digital() -> dict[str, Any]:
     }
 
 
+def _record_stage(path: Path, row: dict[str, Any]) -> None:
+    """Write a stage's training row into ``path``, one row per (method, order, stage): a resumed
+    run trains an unfinished order's stages again, and its rows replace the earlier ones."""
+    key = ("method", "order", "stage")
+    kept = [r for r in read_points(path, required=key) if any(r[k] != row[k] for k in key)]
+    write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in [*kept, row]))
+
+
 def _key(row: dict[str, Any]) -> tuple:
-    return (row["method"], row["order"], row["stage"], row["task"], row["sigma"], row["instance"])
+    return tuple(row[key] for key in CONTINUAL_POINT)
