@@ -212,6 +212,19 @@ def read_points(
     return rows
 
 
+def replace_rows(
+    path: Path, rows: list[dict[str, Any]], key: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """Rewrite the JSON-lines file ``path`` with ``rows`` in place of its rows that match one of
+    them on the ``key`` fields (what a resumed run computed again), atomically; return all rows.
+    """
+    new = {tuple(row[k] for k in key) for row in rows}
+    kept = [r for r in read_points(path, required=key) if tuple(r[k] for k in key) not in new]
+    kept += rows
+    write_atomic(path, "".join(json.dumps(row) + "\n" for row in kept))
+    return kept
+
+
 def append_point(path: Path, row: dict[str, Any]) -> None:
     """Append one finished point and force it to disk before returning."""
     line = json.dumps(row, sort_keys=True) + "\n"

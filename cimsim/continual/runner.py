@@ -45,6 +45,7 @@ from cimsim.results import (
     environment,
     read_json,
     read_points,
+    replace_rows,
     write_atomic,
 )
 from cimsim.sweep import EvalConfig, chip_seed
@@ -346,7 +347,8 @@ class _Run:
                     " cannot learn its second layer and will hardly open; lower the gate energy"
                     " or widen the gates ([continual.gate] hidden)"
                 )
-        _record_stage(self.out_dir / "training.jsonl", row)
+        # A resumed run trains an unfinished order's stages again: their rows replace the old.
+        replace_rows(self.out_dir / "training.jsonl", [row], ("method", "order", "stage"))
 
     def _evaluate(
         self,
@@ -382,19 +384,14 @@ class _Run:
 
         assert learner.bank is not None
         task_of = {b: t for t, b in self.branch_of.items()}
-        path = self.out_dir / "gates.jsonl"
-        kept = [
-            r
-            for r in read_points(path, required=("method", "order"))
-            if (r["method"], r["order"]) != (base["method"], base["order"])
-        ]
+        rows = []
         for task in order:
             records = learner.gate_records(
                 self.tasks[task], self.tests[task].texts, self.config.eval.batch_size
             )
             for branch in learner.bank.gates:
                 values = torch.cat([r[branch] for r in records]).float()
-                kept.append(
+                rows.append(
                     {
                         **base,
                         "branch": branch,
@@ -407,8 +404,8 @@ class _Run:
                         "rows": len(values),
                     }
                 )
-        write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
-        write_atomic(self.out_dir / "gates.csv", pd.DataFrame(kept).to_csv(index=False))
+        every = replace_rows(self.out_dir / "gates.jsonl", rows, ("method", "order"))
+        write_atomic(self.out_dir / "gates.csv", pd.DataFrame(every).to_csv(index=False))
 
 
 def _digital() -> dict[str, Any]:
@@ -420,14 +417,6 @@ def _digital() -> dict[str, Any]:
         "instance": -1,
         "chip_seed": None,
     }
-
-
-def _record_stage(path: Path, row: dict[str, Any]) -> None:
-    """Write a stage's training row into ``path``, one row per (method, order, stage): a resumed
-    run trains an unfinished order's stages again, and its rows replace the earlier ones."""
-    key = ("method", "order", "stage")
-    kept = [r for r in read_points(path, required=key) if any(r[k] != row[k] for k in key)]
-    write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in [*kept, row]))
 
 
 def _key(row: dict[str, Any]) -> tuple:
