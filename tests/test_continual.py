@@ -538,11 +538,29 @@ def test_gate_inputs_room_finds_the_direction_that_separates_a_new_task():
     assert new_along > 0.5 and old_along < 1e-3
 
 
+def _small_run(model_dir: Path, tasks: tuple[str, str], **fields: object):  # -> ContinualConfig
+    """One order, one sigma, one chip, 16 training and 8 test texts per task."""
+    from cimsim.continual.runner import ContinualConfig
+    from cimsim.sweep import EvalConfig
+
+    return ContinualConfig(
+        **{
+            "model": str(model_dir),
+            "tasks": tasks,
+            "orders": 1,
+            "values": (0.05,),
+            "instances": 1,
+            "train": TrainConfig(train_size=16, epochs=1),
+            "eval": EvalConfig(test_size=8, max_length=16),
+            **fields,
+        }
+    )
+
+
 def test_a_full_gate_memory_is_recorded_and_warned_about(
     tiny_bert_dir: Path, two_tasks: tuple[str, str], tmp_path: Path
 ) -> None:
-    from cimsim.continual.runner import ContinualConfig, run_continual
-    from cimsim.sweep import EvalConfig
+    from cimsim.continual.runner import run_continual
 
     class Messages:
         def __init__(self) -> None:
@@ -558,17 +576,8 @@ def test_a_full_gate_memory_is_recorded_and_warned_about(
             self.lines.append(message)
 
     def run(hidden: int) -> tuple[list[dict], list[str]]:
-        config = ContinualConfig(
-            model=str(tiny_bert_dir),
-            tasks=two_tasks,
-            methods=("gated",),
-            orders=1,
-            values=(0.05,),
-            instances=1,
-            train=TrainConfig(train_size=16, epochs=1),
-            eval=EvalConfig(test_size=8, max_length=16),
-            gate=GateConfig(hidden=hidden, energy=0.999),
-        )
+        gate = GateConfig(hidden=hidden, energy=0.999)
+        config = _small_run(tiny_bert_dir, two_tasks, methods=("gated",), gate=gate)
         out, messages = tmp_path / f"hidden{hidden}", Messages()
         run_continual(config, out, cache_dir=tmp_path / "cache", progress=messages)
         rows = [json.loads(line) for line in (out / "training.jsonl").read_text().splitlines()]
@@ -595,19 +604,9 @@ def test_a_resumed_order_replaces_its_training_rows(
     tiny_bert_dir: Path, two_tasks: tuple[str, str], tmp_path: Path
 ) -> None:
     """An order cut short is trained again on resume: one training row per stage, not two."""
-    from cimsim.continual.runner import ContinualConfig, run_continual
-    from cimsim.sweep import EvalConfig
+    from cimsim.continual.runner import run_continual
 
-    config = ContinualConfig(
-        model=str(tiny_bert_dir),
-        tasks=two_tasks,
-        methods=("seq-lora",),
-        orders=1,
-        values=(0.05,),
-        instances=1,
-        train=TrainConfig(train_size=16, epochs=1),
-        eval=EvalConfig(test_size=8, max_length=16),
-    )
+    config = _small_run(tiny_bert_dir, two_tasks, methods=("seq-lora",))
     out = tmp_path / "run"
     run_continual(config, out, cache_dir=tmp_path / "cache")
     points = out / "points.jsonl"
