@@ -9,8 +9,8 @@ environment). Machines are noisy, so only ratios measured side by side count: in
 the engines run one after the other in a rotating order, and each number is the median over
 repeats.
 
-What is measured (the model's analog layers are the ones ``cimsim.deploy`` maps; the same set is
-converted by aihwkit):
+What is measured (the model's analog layers are the ones ``cimsim.chip.deploy`` maps; the same
+set is converted by aihwkit):
 
 * memory: bytes a deployed chip adds, divided by the bytes of the analog layers' digital weights.
   cimsim: the buffers ``deploy`` fills (``programmed_weight``, ``channel_scale``); the digital
@@ -23,7 +23,7 @@ converted by aihwkit):
   N(0, 1) inputs for ``toy``), relative to the plain PyTorch model, for (i) weight noise only
   (``channel`` card, ideal periphery) and (ii) 8-bit DAC/ADC, output noise 0.04, 512-row tiles,
   with bound management none and iterative.
-* re-programming: ns per analog weight of ``cimsim.deploy.deploy`` on an already deployed model
+* re-programming: ns per analog weight of ``cimsim.chip.deploy.deploy`` on an already deployed model
   vs aihwkit's ``program_analog_weights()``, for the ``channel`` and ``pcm`` cards.
 """
 
@@ -47,11 +47,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from cimsim.aihwkit_engine import aihwkit_deploy
-from cimsim.deploy import analog_layers, attach_tiles, count_analog_weights, deploy
-from cimsim.devices import DeviceCard, load_card
-from cimsim.results import environment, write_atomic
-from cimsim.tile import TileConfig
+from cimsim.chip.aihwkit_engine import aihwkit_deploy
+from cimsim.chip.cards import DeviceCard, load_card
+from cimsim.chip.deploy import analog_layers, attach_tiles, count_analog_weights, deploy
+from cimsim.chip.tile import TileConfig
+from cimsim.core.io import write_atomic
+from cimsim.runs.results import environment
 
 SCHEMA = "cimsim.benchmark.engine/1"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -84,7 +85,7 @@ def load(name: str) -> tuple[nn.Module, dict[str, Any], str]:
     if name == "toy":
         model = nn.Sequential(*(nn.Linear(256, 256) for _ in range(4))).eval()
         return model, {"input": torch.randn(512, 256, generator=generator)}, "(512, 256) N(0,1)"
-    from cimsim.models import load_model
+    from cimsim.eval.models import load_model
 
     loaded = load_model(name)
     batch, seq = (8, 64) if loaded.kind == "encoder" else (4, 64)

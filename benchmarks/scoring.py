@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/scoring.py [--model smollm2-135m] [--repeats 5] [--batch 16]
                                            [--threads N]
 
-``cimsim.scoring.CausalScorer`` runs each prompt once, scores every label's continuation from its
-key/value cache and applies the LM head only where a continuation token is predicted. The
+``cimsim.eval.scoring.CausalScorer`` runs each prompt once, scores every label's continuation
+from its key/value cache and applies the LM head only where a continuation token is predicted. The
 reference here is what it replaced: one right-padded sequence per (text, label), the whole model
 with its LM head over every position. Both score the same batch of test texts of a 2-label task
 (``movie``) and a 5-label task (``bbc-news``) under ``torch.inference_mode``, alternating in every
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from cimsim.models import load_model
-from cimsim.scoring import CausalScorer
-from cimsim.tasks import Task, load_task
+from cimsim.eval.models import load_model
+from cimsim.eval.scoring import CausalScorer
+from cimsim.eval.tasks import Task, load_task
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/training.py [--model minilm] [--repeats N] [--batch 16]
                                             [--threads N] [--reprogram-every N]
 
-One optimiser step = the method's loss (cimsim.objectives), backward and AdamW, on a fixed
+One optimiser step = the method's loss (cimsim.adapters.objectives), backward and AdamW, on a fixed
 batch of training texts; every step of noise-aware and halora programs a training chip (with
 ``--reprogram-every n``: one chip per n steps, timed as blocks of n steps). In every repeat the
 methods run one after the other in a rotating order; each number is the median over repeats,
@@ -26,13 +26,13 @@ from pathlib import Path
 
 import torch
 
-from cimsim.devices import load_card
-from cimsim.lora import LoraConfig
-from cimsim.models import load_model
-from cimsim.objectives import OBJECTIVES, objective_loss
-from cimsim.scoring import make_scorer
-from cimsim.tasks import load_task
-from cimsim.train import init_lora
+from cimsim.adapters.lora import LoraConfig
+from cimsim.adapters.objectives import OBJECTIVES, objective_loss
+from cimsim.adapters.train import init_lora
+from cimsim.chip.cards import load_card
+from cimsim.eval.models import load_model
+from cimsim.eval.scoring import make_scorer
+from cimsim.eval.tasks import load_task
 
 TARGET = 2.1
 RESULTS = Path(__file__).parent / "results"

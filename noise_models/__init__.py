@@ -6,7 +6,7 @@ units and source. ``get_noise_model(name, sigma)`` builds one; ``NOISE_MODELS`` 
 
 from __future__ import annotations
 
-from cimsim.errors import CimsimError
+from cimsim.core.errors import CimsimError
 
 from .base import NoiseModel
 from .conductance import ConductanceNoise, PcmNoise, ReramCmoNoise, ReramWan2022Noise, RramNoise

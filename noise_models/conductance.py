@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from cimsim.draws import normal_each_, seeded_global_rng, stream_seed
+from cimsim.core.draws import normal_each_, seeded_global_rng, stream_seed
 
 from .base import NoiseModel, row_abs_max, scratch_tensor
 

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from cimsim.analysis import digital_accuracy, summarize, tolerance
+from cimsim.runs.statistics import digital_accuracy, summarize, tolerance
 
 
 def _points(

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import write_topic_task
 
+from cimsim.adapters.lora import LoraConfig, add_lora, save_adapter
 from cimsim.cli import EXIT_USAGE, main
-from cimsim.lora import LoraConfig, add_lora, save_adapter
 
 SMALL = (
     *("--seeds", "2", "--epochs", "1", "--train-size", "30", "--test-size", "12"),
@@ -96,12 +96,12 @@ def test_absurdly_large_grid_is_refused(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import cimsim.sweep
+    import cimsim.runs.sweep
 
     def must_not_start(*args: object, **kwargs: object) -> None:
         raise AssertionError(f"a sweep over --noise {spec} was started")
 
-    monkeypatch.setattr(cimsim.sweep, "run_sweep", must_not_start)
+    monkeypatch.setattr(cimsim.runs.sweep, "run_sweep", must_not_start)
     line = user_error(capsys, main(sweep_args("--noise", spec)))
     assert f"'{spec}'" in line
 
@@ -205,7 +205,7 @@ def adapters(
     tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path, tiny_llama_dir: Path
 ) -> Path:
     """A folder of adapters that do not suit the tiny BERT, each for one reason."""
-    from cimsim.models import load_model
+    from cimsim.eval.models import load_model
 
     root = tmp_path_factory.mktemp("adapters")
     for name, model_dir, targets in (

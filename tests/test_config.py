@@ -7,11 +7,12 @@ import json
 
 import pytest
 
-from cimsim.config import config_hash, from_dict, to_dict
-from cimsim.errors import CimsimError
-from cimsim.lora import LoraConfig
-from cimsim.sweep import EvalConfig, SweepConfig, chip_seed
-from cimsim.train import TrainConfig
+from cimsim.adapters.lora import LoraConfig
+from cimsim.adapters.train import TrainConfig
+from cimsim.core.config import config_hash, from_dict, to_dict
+from cimsim.core.errors import CimsimError
+from cimsim.eval.config import EvalConfig
+from cimsim.runs.sweep import SweepConfig, chip_seed
 
 GOLDEN_SEED = 878615293942374838
 

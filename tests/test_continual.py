@@ -11,17 +11,17 @@ import pandas as pd
 import pytest
 import torch
 
-from cimsim.branches import load_branches, save_branches
+from cimsim.adapters.branches import load_branches, save_branches
+from cimsim.adapters.gates import GateBank, GateConfig
+from cimsim.adapters.gpm import extend_basis, project_off
+from cimsim.adapters.lora import LoraConfig, adapter_names, delete_adapter, set_adapters
+from cimsim.adapters.train import TrainConfig, task_batches, train_steps
 from cimsim.cli import main
 from cimsim.continual.learners import Learner
 from cimsim.continual.metrics import average_performance, forgetting
-from cimsim.gates import GateBank, GateConfig
-from cimsim.gpm import extend_basis, project_off
-from cimsim.lora import LoraConfig, adapter_names, delete_adapter, set_adapters
-from cimsim.models import load_model
-from cimsim.scoring import make_scorer
-from cimsim.tasks import load_task
-from cimsim.train import TrainConfig, task_batches, train_steps
+from cimsim.eval.models import load_model
+from cimsim.eval.scoring import make_scorer
+from cimsim.eval.tasks import load_task
 
 
 def _write_task(path: Path, vocabularies: dict[str, list[str]], n: int = 30) -> str:
@@ -455,7 +455,7 @@ def test_noise_robust_continual_learning_trains_every_stage_with_halora(
 def test_causal_gates_read_the_prompt_and_follow_it_to_the_continuations(
     tiny_llama_dir: Path,
 ) -> None:
-    from cimsim.tasks import make_task
+    from cimsim.eval.tasks import make_task
 
     loaded = load_model(str(tiny_llama_dir))
     scorer = make_scorer(loaded, 16)
@@ -491,9 +491,10 @@ def test_causal_gates_read_the_prompt_and_follow_it_to_the_continuations(
 def test_a_run_resumes_across_added_config_fields_but_not_across_changed_ones(
     tmp_path: Path,
 ) -> None:
-    from cimsim.config import to_dict
-    from cimsim.continual.runner import CONFIG_FILE, SCHEMA, ContinualConfig, _prepare
-    from cimsim.errors import CimsimError
+    from cimsim.continual.config import CONFIG_FILE, SCHEMA, ContinualConfig
+    from cimsim.continual.runner import _prepare
+    from cimsim.core.config import to_dict
+    from cimsim.core.errors import CimsimError
 
     config = ContinualConfig(tasks=("a.jsonl", "b.jsonl"))
     stored = to_dict(config)
@@ -540,8 +541,8 @@ def test_gate_inputs_room_finds_the_direction_that_separates_a_new_task():
 
 def _small_run(model_dir: Path, tasks: tuple[str, str], **fields: object):  # -> ContinualConfig
     """One order, one sigma, one chip, 16 training and 8 test texts per task."""
-    from cimsim.continual.runner import ContinualConfig
-    from cimsim.sweep import EvalConfig
+    from cimsim.continual.config import ContinualConfig
+    from cimsim.eval.config import EvalConfig
 
     return ContinualConfig(
         **{
@@ -593,7 +594,7 @@ def test_a_full_gate_memory_is_recorded_and_warned_about(
 def test_the_continual_commands_gate_defaults_are_the_gate_configs() -> None:
     import inspect
 
-    from cimsim.cli_continual import continual
+    from cimsim.cli.continual import continual
 
     options = inspect.signature(continual).parameters
     shown = {f: options[f"gate_{f}"].default for f in ("hidden", "energy", "lr")}

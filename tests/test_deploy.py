@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from cimsim.deploy import (
+from cimsim.adapters.lora import LoraConfig, LoraLinear, add_lora
+from cimsim.chip.deploy import (
     AnalogLinear,
     analog_layers,
     attach_tiles,
@@ -17,8 +18,7 @@ from cimsim.deploy import (
     deployed,
     undeploy,
 )
-from cimsim.lora import LoraConfig, LoraLinear, add_lora
-from cimsim.models import load_model
+from cimsim.eval.models import load_model
 from cimsim.noise_models import get_noise_model
 
 

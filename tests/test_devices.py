@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cimsim.devices import card_from_dict, describe, load_card, shipped_cards
-from cimsim.errors import CimsimError
+from cimsim.chip.cards import card_from_dict, describe, load_card, shipped_cards
+from cimsim.core.errors import CimsimError
 
 
 @pytest.mark.parametrize("name", shipped_cards())

@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy import stats
 
-from cimsim.draws import MIN_SPLIT, STREAMS, normal_
+from cimsim.core.draws import MIN_SPLIT, STREAMS, normal_
 
 
 def _fill(n: int, seed: int, std: float = 1.0) -> torch.Tensor:

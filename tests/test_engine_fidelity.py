@@ -24,12 +24,12 @@ import pytest
 import torch
 from torch import nn
 
-from cimsim.aihwkit_engine import aihwkit_deploy
-from cimsim.deploy import DIGITAL_MODULES, AnalogLinear, attach_tiles, deployed
-from cimsim.devices import DeviceCard, load_card
-from cimsim.errors import CimsimError
-from cimsim.lora import LoraConfig, add_lora
-from cimsim.tile import TileConfig
+from cimsim.adapters.lora import LoraConfig, add_lora
+from cimsim.chip.aihwkit_engine import aihwkit_deploy
+from cimsim.chip.cards import DeviceCard, load_card
+from cimsim.chip.deploy import DIGITAL_MODULES, AnalogLinear, attach_tiles, deployed
+from cimsim.chip.tile import TileConfig
+from cimsim.core.errors import CimsimError
 
 SEEDS = 20
 BATCH = 256

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from cimsim.continual.experiment import is_continual, load_continual
-from cimsim.errors import CimsimError
-from cimsim.experiments import load_experiment
-from cimsim.sweep import SweepConfig
+from cimsim.core.errors import CimsimError
+from cimsim.runs.experiments import load_experiment
+from cimsim.runs.sweep import SweepConfig
 
 EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").rglob("*.toml"))
 SWEEPS = [path for path in EXPERIMENTS if not is_continual(path)]

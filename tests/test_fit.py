@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 import torch
 
-from cimsim.devices import DeviceCard, load_card
-from cimsim.errors import CimsimError
-from cimsim.fit import (
+from cimsim.chip.cards import DeviceCard, load_card
+from cimsim.chip.fit import (
     fit_card,
     synthetic_measurements,
     write_card,
     write_measurements,
 )
-from cimsim.tile import TileConfig
+from cimsim.chip.tile import TileConfig
+from cimsim.core.errors import CimsimError
 
 
 def _rram(**fields: Any) -> DeviceCard:

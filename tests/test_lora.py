@@ -8,8 +8,7 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from cimsim.errors import CimsimError
-from cimsim.lora import (
+from cimsim.adapters.lora import (
     LoraConfig,
     add_lora,
     disable_adapters,
@@ -17,6 +16,7 @@ from cimsim.lora import (
     lora_layers,
     save_adapter,
 )
+from cimsim.core.errors import CimsimError
 
 CONFIG = LoraConfig(r=4, lora_alpha=8.0, target_modules=("query", "value"))
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from cimsim.errors import CimsimError
+from cimsim.core.errors import CimsimError
 from cimsim.noise_models import NOISE_MODELS, get_noise_model
 from cimsim.noise_models.base import reused_scratch, scratch_tensor
 

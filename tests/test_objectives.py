@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from cimsim.devices import load_card
-from cimsim.lora import LoraConfig, lora_layers
-from cimsim.models import load_model
-from cimsim.objectives import objective_loss, spectral_penalty, training_chip_seed
-from cimsim.scoring import make_scorer
-from cimsim.tasks import load_task
-from cimsim.train import TrainConfig, adapter_key, init_lora, train_lora
+from cimsim.adapters.lora import LoraConfig, lora_layers
+from cimsim.adapters.objectives import objective_loss, spectral_penalty, training_chip_seed
+from cimsim.adapters.train import TrainConfig, adapter_key, init_lora, train_lora
+from cimsim.chip.cards import load_card
+from cimsim.eval.models import load_model
+from cimsim.eval.scoring import make_scorer
+from cimsim.eval.tasks import load_task
 
 LORA = LoraConfig(r=4, lora_alpha=8.0, target_modules=("query", "value"))
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cimsim.errors import CimsimError
-from cimsim.ranges import parse_range
+from cimsim.core.errors import CimsimError
+from cimsim.core.ranges import parse_range
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cimsim.config import from_dict
-from cimsim.results import read_points
-from cimsim.sweep import SweepConfig, run_sweep
+from cimsim.core.config import from_dict
+from cimsim.runs.results import read_points
+from cimsim.runs.sweep import SweepConfig, run_sweep
 
 FIGURE_DIR = Path(__file__).parent.parent / "figures" / "default-sweep"
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cimsim.models import load_model
-from cimsim.scoring import CausalScorer, EncoderScorer, make_scorer
-from cimsim.tasks import make_task
+from cimsim.eval.models import load_model
+from cimsim.eval.scoring import CausalScorer, EncoderScorer, make_scorer
+from cimsim.eval.tasks import make_task
 
 
 def _task():
@@ -111,7 +111,7 @@ def _naive_scores(lm, scorer: CausalScorer, texts, task) -> torch.Tensor:
 
 
 def test_shared_prompt_scoring_equals_full_sequences(tiny_llama_dir: Path) -> None:
-    from cimsim.lora import LoraConfig, add_lora, lora_layers
+    from cimsim.adapters.lora import LoraConfig, add_lora, lora_layers
 
     loaded = load_model(str(tiny_llama_dir))
     add_lora(loaded.model, LoraConfig(target_modules=("q_proj", "v_proj")))
@@ -152,7 +152,7 @@ def test_evaluation_leaves_every_module_in_its_mode(tiny_bert_dir: Path) -> None
     """The loaded model stays in eval mode (no dropout) after an evaluation, even though the
     scorer around it is in train mode: training after an evaluation must not switch dropout on
     (continual learning evaluates between its stages)."""
-    from cimsim.evaluate import evaluate
+    from cimsim.eval.evaluate import evaluate
 
     loaded = load_model(str(tiny_bert_dir), device="cpu")
     scorer = make_scorer(loaded, max_length=16)

@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from conftest import write_topic_task
 
-import cimsim.evaluate
+import cimsim.eval.evaluate
 from cimsim.cli import EXIT_INTERRUPTED, main
-from cimsim.results import POINT_COLUMNS, SCHEMA_VERSION
-from cimsim.sweep import chip_seed
+from cimsim.runs.results import POINT_COLUMNS, SCHEMA_VERSION
+from cimsim.runs.sweep import chip_seed
 
 SMALL = (
     *("--seeds", "2", "--epochs", "1", "--train-size", "30", "--test-size", "12"),
@@ -69,15 +69,16 @@ def run_copy(finished: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def evaluations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """One entry per call of ``cimsim.evaluate.evaluate`` (run_sweep imports it when it runs)."""
+    """One entry per call of ``cimsim.eval.evaluate.evaluate`` (run_sweep imports it when it
+    runs)."""
     calls: list[int] = []
-    real = cimsim.evaluate.evaluate
+    real = cimsim.eval.evaluate.evaluate
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cimsim.evaluate, "evaluate", counted)
+    monkeypatch.setattr(cimsim.eval.evaluate, "evaluate", counted)
     return calls
 
 
@@ -220,7 +221,7 @@ def test_interrupted_sweep_keeps_its_points_and_resumes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     calls: list[int] = []
-    real = cimsim.evaluate.evaluate
+    real = cimsim.eval.evaluate.evaluate
 
     def interrupted_on_third_call(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
@@ -228,7 +229,7 @@ def test_interrupted_sweep_keeps_its_points_and_resumes(
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cimsim.evaluate, "evaluate", interrupted_on_third_call)
+    monkeypatch.setattr(cimsim.eval.evaluate, "evaluate", interrupted_on_third_call)
     out = tmp_path / "run"
     argv = sweep_argv(shared, tiny_bert_dir, out)
     assert main(argv) == EXIT_INTERRUPTED
@@ -240,7 +241,7 @@ def test_interrupted_sweep_keeps_its_points_and_resumes(
     assert set(saved) == {("digital", None, -1), ("channel", 0.05, 0)}
     assert saved == {key: row for key, row in points(finished).items() if key in saved}
 
-    monkeypatch.setattr(cimsim.evaluate, "evaluate", real)
+    monkeypatch.setattr(cimsim.eval.evaluate, "evaluate", real)
     assert main(argv) == 0
     assert points(out) == points(finished)
 
@@ -307,14 +308,14 @@ def test_another_root_seed_programs_other_chips(bare_runs: dict[str, Path]) -> N
 def test_plot_redraws_from_the_files_alone(
     finished: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cimsim.models
-    import cimsim.tasks
+    import cimsim.eval.models
+    import cimsim.eval.tasks
 
     def no_loading(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("plot must not load a model or a task")
 
-    monkeypatch.setattr(cimsim.models, "load_model", no_loading)
-    monkeypatch.setattr(cimsim.tasks, "load_task", no_loading)
+    monkeypatch.setattr(cimsim.eval.models, "load_model", no_loading)
+    monkeypatch.setattr(cimsim.eval.tasks, "load_task", no_loading)
     run_dir = tmp_path / "elsewhere" / "run"
     shutil.copytree(finished, run_dir)
     for name in ("sweep.png", "sweep.pdf", "summary.csv", "results.csv"):
@@ -482,7 +483,7 @@ def test_compare_with_one_chip_instance_writes_its_tables(
 def test_the_comparison_table_bolds_every_method_tied_for_best() -> None:
     import pandas as pd
 
-    from cimsim.compare import to_latex, to_markdown
+    from cimsim.runs.compare import to_latex, to_markdown
 
     table = pd.DataFrame(
         {"0.02": [(0.85, 0.0), (0.85, 0.01), (0.80, 0.02)], "digital": [0.9, 0.95, 0.95]},

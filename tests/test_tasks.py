@@ -1,4 +1,4 @@
-"""Tests for cimsim.tasks: the split rule, subsets, fingerprints, and every task source.
+"""Tests for cimsim.eval.tasks: the split rule, subsets, fingerprints, and every task source.
 
 No network: the VADER fetch runs against a small synthetic sdist with the real nested layout.
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from cimsim.errors import CimsimError
-from cimsim.paths import default_cache_dir
-from cimsim.tasks import TASKS, Split, Task, bbc, list_tasks, load_task, make_task, vader
+from cimsim.core.errors import CimsimError
+from cimsim.core.paths import default_cache_dir
+from cimsim.eval.tasks import TASKS, Split, Task, bbc, list_tasks, load_task, make_task, vader
 
 # ---------------------------------------------------------------- split, subset, fingerprint
 

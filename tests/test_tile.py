@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cimsim.deploy import deploy, deployed
-from cimsim.models import load_model
+from cimsim.chip.deploy import deploy, deployed
+from cimsim.chip.tile import TileConfig, analog_linear, program_tiles, quantise, split_inputs
+from cimsim.eval.models import load_model
 from cimsim.noise_models import get_noise_model
-from cimsim.tile import TileConfig, analog_linear, program_tiles, quantise, split_inputs
 
 
 def _layer(d_out: int = 48, d_in: int = 300, seed: int = 0):

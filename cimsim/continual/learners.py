@@ -2,7 +2,7 @@
 
 * ``gated`` (GainLoRA): a new branch and a new gate per task (the first branch is ungated); only
   the newest branch and gate train, and the gate's updates are projected off old tasks'
-  subspaces (:mod:`cimsim.gates`). After a task, the bank remembers that task's inputs.
+  subspaces (:mod:`cimsim.adapters.gates`). After a task, the bank remembers that task's inputs.
 * ``seq-lora``: one branch, trained on task after task (the forgetting baseline).
 * ``sum``: a new branch per task, older branches frozen, all summed with weight 1 (no gates).
 * ``olora`` (O-LoRA, Wang et al., 2023): as ``sum`` plus the orthogonality loss
@@ -10,8 +10,8 @@
   input subspace off the old ones'.
 * ``joint``: one branch trained on all tasks at once (the upper bound, one stage).
 
-Every method trains with any objective of :mod:`cimsim.objectives` (``lora``, ``noise-aware``,
-``halora``: noise-robust continual learning).
+Every method trains with any objective of :mod:`cimsim.adapters.objectives` (``lora``,
+``noise-aware``, ``halora``: noise-robust continual learning).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from cimsim.draws import seeded_global_rng
-from cimsim.gates import GateBank, GateConfig, attach_gates
-from cimsim.lora import LoraConfig, add_lora, lora_layers, set_adapters, train_only
-from cimsim.scoring import EncoderScorer, Scorer
-from cimsim.tasks import Task
+from cimsim.adapters.gates import GateBank, GateConfig, attach_gates
+from cimsim.adapters.lora import LoraConfig, add_lora, lora_layers, set_adapters, train_only
+from cimsim.core.draws import seeded_global_rng
+from cimsim.eval.scoring import EncoderScorer, Scorer
+from cimsim.eval.tasks import Task
 
 METHODS = ("gated", "seq-lora", "sum", "olora", "joint")
 SINGLE_BRANCH = ("seq-lora", "joint")
@@ -87,7 +87,7 @@ class Learner:
         """Add (or reuse) the branch of task ``name`` and make only it (and its gate) train.
 
         A new gate's key starts from the inputs the model reads for ``texts`` of ``task`` (the
-        new task's training texts; see :meth:`cimsim.gates.GateBank.add_gate`).
+        new task's training texts; see :meth:`cimsim.adapters.gates.GateBank.add_gate`).
         """
         if self.method in SINGLE_BRANCH:
             if not self.branches:

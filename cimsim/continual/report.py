@@ -20,9 +20,14 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from cimsim.chip.cards import DeviceCard
+from cimsim.continual.config import CONFIG_FILE, POINTS_FILE, SCHEMA, ContinualConfig
 from cimsim.continual.metrics import average_performance, forgetting
-from cimsim.plots import save_figure
-from cimsim.results import write_atomic
+from cimsim.core.config import from_dict
+from cimsim.core.errors import CimsimError
+from cimsim.core.io import read_json, write_atomic
+from cimsim.runs.plots import save_figure
+from cimsim.runs.results import CONTINUAL_POINT, read_points
 
 COLUMNS = (
     "method", "objective", "order", "sequence", "stage", "trained", "task", "position", "card",
@@ -157,17 +162,17 @@ def plot_ap_ft(
     return figure
 
 
-def write_outputs(out_dir: Path, rows: list[dict[str, Any]], config: Any) -> list[Path]:
-    """results.csv, metrics.csv, summary.csv and both figures, from ``rows``."""
-    from cimsim.devices import load_card
-
+def write_outputs(
+    out_dir: Path, rows: list[dict[str, Any]], config: ContinualConfig, card: DeviceCard
+) -> list[Path]:
+    """results.csv, metrics.csv, summary.csv and both figures, from ``rows``; ``card`` is the
+    evaluation chips' card (``config.resolve_card()``), which names the sigma axis."""
     points = points_table(rows)
     write_atomic(out_dir / "results.csv", points.to_csv(index=False))
     metrics = compute_metrics(points)
     summary = summarize_metrics(metrics)
     write_atomic(out_dir / "metrics.csv", metrics.to_csv(index=False))
     write_atomic(out_dir / "summary.csv", summary.to_csv(index=False))
-    card = load_card(config.card)
     sigma_label = f"σ, {card.noise.name} programming noise [{card.noise.sigma_unit}]"
     sequence = " > ".join(Path(t).stem for t in config.tasks)
     files = [out_dir / "results.csv", out_dir / "metrics.csv", out_dir / "summary.csv"]
@@ -187,17 +192,6 @@ def write_outputs(out_dir: Path, rows: list[dict[str, Any]], config: Any) -> lis
 
 def redraw(out_dir: Path) -> list[Path]:
     """Rewrite a continual results folder's tables and figures from its files alone."""
-    from cimsim.config import from_dict
-    from cimsim.continual.runner import SCHEMA, ContinualConfig
-    from cimsim.errors import CimsimError
-    from cimsim.results import (
-        CONFIG_FILE,
-        CONTINUAL_POINT,
-        POINTS_FILE,
-        read_json,
-        read_points,
-    )
-
     record = read_json(out_dir / CONFIG_FILE)
     if record.get("schema") != SCHEMA or not isinstance(record.get("config"), dict):
         raise CimsimError(f"{out_dir / CONFIG_FILE} is not a {SCHEMA} record")
@@ -208,4 +202,4 @@ def redraw(out_dir: Path) -> list[Path]:
     rows = read_points(out_dir / POINTS_FILE, unique=CONTINUAL_POINT)
     if not rows:
         raise CimsimError(f"{out_dir / POINTS_FILE} holds no finished evaluation yet")
-    return write_outputs(out_dir, rows, config)
+    return write_outputs(out_dir, rows, config, config.resolve_card())

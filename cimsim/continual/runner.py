@@ -4,7 +4,7 @@ For each task order and method, a fresh model learns the tasks one after another
 (:mod:`cimsim.continual.learners`); after each stage the trained state is kept and every task seen
 so far is evaluated digitally. Then each chip instance is programmed once (the base weights of a
 deployed chip do not change while tasks arrive) and every stage's branches are evaluated on it.
-Chip seeds are those of :func:`cimsim.sweep.chip_seed`, so all methods and orders meet the very
+Chip seeds are those of :func:`cimsim.runs.sweep.chip_seed`, so all methods and orders meet the very
 same chips (paired). ``joint`` does not depend on the order and runs for the first order only.
 
 Files in the results folder (schema ``cimsim.continual/1``):
@@ -21,8 +21,6 @@ Files in the results folder (schema ``cimsim.continual/1``):
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import json
 import random
 import time
@@ -31,98 +29,21 @@ from typing import Any
 
 import torch
 
-from cimsim.config import to_dict
-from cimsim.continual.learners import METHODS, Learner, branch_names
-from cimsim.devices import DEFAULT_CARD, load_card
-from cimsim.errors import CimsimError
-from cimsim.gates import GateConfig
-from cimsim.lora import LoraConfig
-from cimsim.progress import Progress, Silent
-from cimsim.ranges import check_chips
-from cimsim.results import (
-    CONTINUAL_POINT,
-    append_point,
-    environment,
-    read_json,
-    read_points,
-    replace_rows,
-    write_atomic,
+from cimsim.chip.cards import DeviceCard
+from cimsim.continual.config import (
+    CONFIG_FILE,
+    GRID_FIELDS,
+    POINTS_FILE,
+    SCHEMA,
+    ContinualConfig,
 )
-from cimsim.sweep import EvalConfig, chip_seed
-from cimsim.train import TrainConfig
-
-SCHEMA = "cimsim.continual/1"
-DEFAULT_TASKS = ("movie-yesno", "tweets-yesno", "bbc-yesno")
-DEFAULT_METHODS = ("gated", "seq-lora")
-CONFIG_FILE, POINTS_FILE = "config.json", "points.jsonl"
-_GRID_FIELDS = ("methods", "values", "instances", "orders")
-
-
-@dataclasses.dataclass(frozen=True)
-class ContinualConfig:
-    """Everything that determines a continual experiment's numbers."""
-
-    model: str = "minilm"
-    """Registered model name, local HF directory or hub id."""
-    tasks: tuple[str, ...] = DEFAULT_TASKS
-    """The task sequence (order 0); registered names or local files."""
-    methods: tuple[str, ...] = DEFAULT_METHODS
-    """Continual methods: gated, seq-lora, sum, olora, joint."""
-    objective: str = "lora"
-    """Training objective of every stage: lora, noise-aware or halora (cimsim.objectives)."""
-    orders: int = 2
-    """Task orders: the given one, its reverse, then seeded permutations."""
-    card: str = DEFAULT_CARD
-    """Device card of the evaluation chips."""
-    values: tuple[float, ...] = (0.05,)
-    """Programming-noise sigmas of the evaluation chips, in the card's unit."""
-    instances: int = 3
-    """Chip instances per sigma."""
-    seed: int = 0
-    """Root of the branch inits, batch orders, task orders, test subsamples and chip seeds."""
-    lora: LoraConfig = LoraConfig()
-    """Shape of every branch."""
-    train: TrainConfig = TrainConfig(train_size=300)
-    """How each stage trains (per task: train_size examples, epochs passes)."""
-    gate: GateConfig = GateConfig()
-    """gated: gate width and the GPM energy threshold."""
-    lam_orth: float = 0.5
-    """olora: weight of the orthogonality loss."""
-    memory_size: int = 1000
-    """gated: training examples of each finished task whose inputs the gates remember (GPM)."""
-    prompted: bool = True
-    """An encoder reads each text paired with the task's instruction (its prompt without the
-    text), as GainLoRA's gates read instruction and input; causal LMs always read the prompt."""
-    eval: EvalConfig = EvalConfig(test_size=200)
-    """How accuracy is measured (per task)."""
-    compute_device: str = "cpu"
-    """torch device the model runs on."""
-
-    def __post_init__(self) -> None:
-        from cimsim.objectives import OBJECTIVES
-
-        if len(self.tasks) < 2 or len(set(self.tasks)) != len(self.tasks):
-            raise CimsimError(f"--tasks needs at least two distinct tasks, got {self.tasks}")
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods or len(set(self.methods)) != len(self.methods):
-            raise CimsimError(
-                f"--methods takes distinct names from {', '.join(METHODS)}; got "
-                f"{','.join(self.methods) or 'nothing'}"
-            )
-        if self.objective not in OBJECTIVES:
-            raise CimsimError(
-                f"unknown objective '{self.objective}'; choose one of: {', '.join(OBJECTIVES)}"
-            )
-        n_orders = len(list(itertools.permutations(self.tasks)))
-        if not 1 <= self.orders <= n_orders:
-            raise CimsimError(f"--orders must be in 1..{n_orders} for {len(self.tasks)} tasks")
-        check_chips(self.instances, self.seed)
-        if any(not v >= 0 for v in self.values):
-            raise CimsimError("noise values must be >= 0")
-        if self.memory_size < 1:
-            raise CimsimError(f"memory_size must be >= 1, got {self.memory_size}")
-        if not self.lam_orth >= 0:
-            raise CimsimError(f"--lam-orth must be >= 0, got {self.lam_orth}")
+from cimsim.continual.learners import Learner, branch_names
+from cimsim.core.config import to_dict
+from cimsim.core.errors import CimsimError
+from cimsim.core.io import append_point, read_json, write_atomic
+from cimsim.core.progress import Progress, Silent
+from cimsim.runs.results import CONTINUAL_POINT, environment, read_points, replace_rows
+from cimsim.runs.sweep import chip_seed
 
 
 def task_orders(tasks: tuple[str, ...], n: int, seed: int) -> list[tuple[str, ...]]:
@@ -150,7 +71,7 @@ def _prepare(config: ContinualConfig, out_dir: Path) -> tuple[dict[str, Any], li
         if not isinstance(stored, dict):
             raise CimsimError(f"{out_dir / CONFIG_FILE} is damaged: its 'config' is not an object")
         defaults = to_dict(ContinualConfig())
-        new = {k: v for k, v in to_dict(config).items() if k not in _GRID_FIELDS}
+        new = {k: v for k, v in to_dict(config).items() if k not in GRID_FIELDS}
         changed = []
         for key, value in new.items():
             was = stored.get(key, defaults[key])  # a field added since that run: its default
@@ -175,17 +96,14 @@ def run_continual(
 ) -> Path:
     """Run (or resume) the experiment into ``out_dir``; returns ``out_dir``."""
     from cimsim.continual.report import write_outputs
-    from cimsim.tasks import load_task
+    from cimsim.eval.tasks import load_task
 
     progress = progress or Silent()
-    card = load_card(config.card)
-    for value in config.values:  # a value the card refuses fails before any work
-        card.with_value("sigma", value)
-    if config.objective != "lora":
-        load_card(config.train.noise_card).with_value("sigma", config.train.noise_sigma)
+    card = config.resolve_card()  # a card or value it refuses fails before any work
+    train_card = config.train.load_noise_card() if config.objective != "lora" else None
     record, rows = _prepare(config, out_dir)
     tasks = {name: load_task(name, cache_dir=cache_dir) for name in config.tasks}
-    run = _Run(config, out_dir, tasks, rows, progress)
+    run = _Run(config, card, train_card, out_dir, tasks, rows, progress)
     record["card"] = card.to_dict()
     record["tasks"] = {
         n: {"source": t.source, "fingerprint": t.fingerprint, "n_eval": len(run.tests[n])}
@@ -198,7 +116,7 @@ def run_continual(
         for method in config.methods:
             if method != "joint" or index == 0:  # joint does not depend on the order
                 run.method_on_order(method, index, order)
-    write_outputs(out_dir, rows, config)
+    write_outputs(out_dir, rows, config, card)
     return out_dir
 
 
@@ -208,19 +126,21 @@ class _Run:
     def __init__(
         self,
         config: ContinualConfig,
+        card: DeviceCard,
+        train_card: DeviceCard | None,
         out_dir: Path,
         tasks: dict[str, Any],
         rows: list[dict[str, Any]],
         progress: Progress,
     ) -> None:
         self.config, self.out_dir, self.tasks, self.rows = config, out_dir, tasks, rows
+        self.card, self.train_card = card, train_card
         self.progress = progress
         self.tests = {
             n: t.test.subset(config.eval.test_size, seed=config.seed) for n, t in tasks.items()
         }
         self.done = {_key(r) for r in rows}
         self.branch_of = branch_names(config.tasks)
-        self.card = load_card(config.card)
 
     def _chips(self) -> list[tuple[float, int]]:
         return [(v, i) for v in self.config.values for i in range(self.config.instances)]
@@ -228,10 +148,10 @@ class _Run:
     def method_on_order(self, method: str, index: int, order: tuple[str, ...]) -> None:
         """Learn ``order`` with ``method``, evaluating digitally after each stage, then on every
         chip; skipped when all its rows are already written."""
-        from cimsim.branches import save_branches
-        from cimsim.deploy import deploy, undeploy
-        from cimsim.models import load_model
-        from cimsim.scoring import make_scorer
+        from cimsim.adapters.branches import save_branches
+        from cimsim.chip.deploy import deploy, undeploy
+        from cimsim.eval.models import load_model
+        from cimsim.eval.scoring import make_scorer
 
         config = self.config
         stages = [order] if method == "joint" else [(t,) for t in order]
@@ -302,7 +222,7 @@ class _Run:
     def _learn(
         self, learner: Learner, stage: int, names: tuple[str, ...], base: dict[str, Any]
     ) -> None:
-        from cimsim.train import task_batches, train_steps
+        from cimsim.adapters.train import task_batches, train_steps
 
         train = self.config.train
         first = self.tasks[names[0]]
@@ -323,6 +243,7 @@ class _Run:
             train,
             self.config.objective,
             self.progress,
+            card=self.train_card,
             regulariser=learner.regulariser,
             after_step=learner.after_step,
             param_groups=learner.param_groups(),
@@ -359,7 +280,7 @@ class _Run:
         chip: dict[str, Any],
     ) -> None:
         """Accuracy of every task seen up to ``stage`` (those not yet written)."""
-        from cimsim.evaluate import evaluate
+        from cimsim.eval.evaluate import evaluate
 
         for task in order[: stage + 1]:
             row = {**base, "task": task, "position": order.index(task), **chip}

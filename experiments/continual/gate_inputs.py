@@ -3,10 +3,11 @@
     .venv/bin/python experiments/continual/gate_inputs.py [--model minilm] [--energies 0.99,0.999]
 
 A GainLoRA gate reads ``p``, the mean of the frozen input-token embeddings of a row
-(:meth:`cimsim.gates.GateBank.pool`), and may learn only on what the old tasks' remembered input
-subspace ``M`` leaves out, the residual ``r = p - M M^T p`` (:mod:`cimsim.gpm`). For each task
-after the first, with ``M`` built from the earlier tasks' training inputs (1000 each, as
-``cimsim continual`` remembers them), this prints, as medians over 200 test rows per task:
+(:meth:`cimsim.adapters.gates.GateBank.pool`), and may learn only on what the old tasks'
+remembered input subspace ``M`` leaves out, the residual ``r = p - M M^T p``
+(:mod:`cimsim.adapters.gpm`). For each task after the first, with ``M`` built from the earlier
+tasks' training inputs (1000 each, as ``cimsim continual`` remembers them), this prints, as
+medians over 200 test rows per task:
 
 * ``dim``: the size of ``M``;
 * ``resid``: ``||r|| / ||p||`` on the new task's rows, then on each older task's rows; a gate can
@@ -25,13 +26,13 @@ from typing import cast
 
 import torch
 
+from cimsim.adapters.gpm import extend_basis, project_off
 from cimsim.continual.learners import Learner
-from cimsim.continual.runner import DEFAULT_TASKS, ContinualConfig
-from cimsim.gpm import extend_basis, project_off
-from cimsim.models import load_model
-from cimsim.paths import default_cache_dir
-from cimsim.scoring import make_scorer
-from cimsim.tasks import load_task
+from cimsim.continual.config import DEFAULT_TASKS, ContinualConfig
+from cimsim.core.paths import default_cache_dir
+from cimsim.eval.models import load_model
+from cimsim.eval.scoring import make_scorer
+from cimsim.eval.tasks import load_task
 
 TRAIN_ROWS, TEST_ROWS, BATCH = 1000, 200, 64
 

@@ -1,0 +1,307 @@
+"""Train a LoRA adapter for a task, and cache it by everything that determines it.
+
+Methods (:mod:`cimsim.adapters.objectives`): ``lora`` (ideal base), ``noise-aware`` (a fresh
+noisy base every step) and ``halora`` (both, plus a spectral regulariser), each a cross-entropy
+over the label logits of :mod:`cimsim.eval.scoring`. Only the LoRA branches and the encoder scorer's
+temperature are trained;
+the base model stays frozen and in eval mode (no dropout), so a step is deterministic given the
+seed. The adapter is saved in peft's format under ``<cache>/adapters/<key>/`` where ``key`` hashes
+the model and task fingerprints, the LoRA shape, the training config and the scorer's input
+length; a second run with the same key loads instead of training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cimsim.adapters.lora import LoraConfig, add_lora, load_adapter, save_adapter
+from cimsim.adapters.objectives import objective_loss
+from cimsim.chip.cards import DeviceCard, load_card
+from cimsim.chip.deploy import undeploy
+from cimsim.core.config import config_hash, to_dict
+from cimsim.core.draws import seeded_global_rng
+from cimsim.core.errors import CimsimError
+from cimsim.core.io import default_mode
+from cimsim.core.progress import Progress, Silent
+from cimsim.core.ranges import MAX_SEED
+from cimsim.eval.models import LoadedModel
+from cimsim.eval.scoring import EncoderScorer, Scorer
+from cimsim.eval.tasks import Task
+
+# Bump when a change to the training loop changes the adapter it produces for the same config.
+TRAINER_VERSION = 1
+SIDECAR = "cimsim_training.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How the adapter is trained."""
+
+    epochs: int = 2
+    """Passes over the training subset."""
+    train_size: int | None = 600
+    """Stratified subsample of the task's train split (None: all of it)."""
+    batch_size: int = 16
+    """Examples per optimiser step."""
+    lr: float = 1e-3
+    """AdamW learning rate for the LoRA factors and the temperature."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    seed: int = 0
+    """Seeds the LoRA init, the subsample, the batch order and the training chips."""
+    lam: float = 0.5
+    """halora: weight of the noisy loss, (1 - lam) L_ideal + lam L_noisy."""
+    mu: float = 1e-3
+    """halora: weight of the spectral regulariser ||A A^T||_2 + ||B^T B||_2."""
+    noise_card: str = "channel"
+    """noise-aware, halora: device card of the training noise (independent of evaluation)."""
+    noise_sigma: float = 0.05
+    """noise-aware, halora: sigma of the training noise, in the card's unit."""
+    reprogram_every: int = 1
+    """noise-aware, halora: program a fresh training chip every this many steps (1: every step,
+    HaLoRA's setting; larger is cheaper per step but gives fewer noise draws)."""
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        if self.train_size is not None and self.train_size < 1:
+            raise ValueError("train_size must be >= 1")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr}")
+        if not 0 <= self.lam <= 1:
+            raise ValueError("lam must be in [0, 1]")
+        if not (math.isfinite(self.mu) and self.mu >= 0):
+            raise ValueError(f"mu must be a finite number >= 0, got {self.mu}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
+        if self.reprogram_every < 1:
+            raise ValueError("reprogram_every must be >= 1")
+
+    def load_noise_card(self) -> DeviceCard:
+        """The training noise's device card as ``noise_card`` names it, loaded once by the run
+        that trains and passed down; a user error if the card refuses ``noise_sigma``."""
+        card = load_card(self.noise_card)
+        card.with_value("sigma", self.noise_sigma)
+        return card
+
+    def objective_fields(self, method: str) -> dict[str, object]:
+        """The fields that shape ``method``'s objective (none for plain lora)."""
+        if method == "lora":
+            return {}
+        fields: dict[str, object] = {"noise_card": self.noise_card, "noise_sigma": self.noise_sigma}
+        if self.reprogram_every != 1:  # absent at its default, so earlier adapter keys still hold
+            fields["reprogram_every"] = self.reprogram_every
+        if method == "halora":
+            fields.update(lam=self.lam, mu=self.mu)
+        return fields
+
+    def base(self) -> dict[str, object]:
+        """The fields every method shares."""
+        shared = {"lam", "mu", "noise_card", "noise_sigma", "reprogram_every"}
+        return {k: v for k, v in to_dict(self).items() if k not in shared}
+
+
+def init_lora(model: nn.Module, lora: LoraConfig, seed: int) -> list[str]:
+    """Add a fresh branch 'default' whose A init depends on ``seed`` only."""
+    with seeded_global_rng(seed):
+        try:
+            return add_lora(model, lora)
+        except ValueError as err:
+            raise CimsimError(str(err)) from None
+
+
+Batch = tuple[Task, list[str], torch.Tensor]
+"""One optimiser step's data: the task (its label set scores the texts), texts, label indices."""
+
+
+def task_batches(task: Task, config: TrainConfig) -> list[Batch]:
+    """``task``'s training batches for every epoch, in the order training takes them: a
+    stratified subsample of ``config.train_size``, reshuffled each epoch by ``config.seed``."""
+    split = task.train.subset(config.train_size, seed=config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    labels = torch.tensor(split.labels)
+    batches: list[Batch] = []
+    for _ in range(config.epochs):
+        order = torch.randperm(len(split), generator=generator)
+        for start in range(0, len(split), config.batch_size):
+            index = order[start : start + config.batch_size]
+            batches.append((task, [split.texts[i] for i in index], labels[index]))
+    return batches
+
+
+def train_lora(
+    scorer: Scorer,
+    model: nn.Module,
+    task: Task,
+    config: TrainConfig,
+    method: str = "lora",
+    progress: Progress | None = None,
+    *,
+    card: DeviceCard | None = None,
+) -> list[dict[str, float]]:
+    """Train the scorer's trainable parameters on ``task`` with ``method``'s objective; returns
+    the log of every step (total loss and its ideal / noisy / spectral parts). ``card``: as for
+    :func:`train_steps`."""
+    batches = task_batches(task, config)
+    return train_steps(scorer, model, batches, config, method, progress, card=card)
+
+
+def train_steps(
+    scorer: Scorer,
+    model: nn.Module,
+    batches: Sequence[Batch],
+    config: TrainConfig,
+    method: str = "lora",
+    progress: Progress | None = None,
+    *,
+    card: DeviceCard | None = None,
+    regulariser: Callable[[], torch.Tensor | None] | None = None,
+    after_step: Callable[[], None] | None = None,
+    param_groups: Sequence[dict] = (),
+) -> list[dict[str, float]]:
+    """One AdamW step per batch on every parameter of ``scorer`` that requires grad.
+
+    ``card`` is the training noise's card, ``config.load_noise_card()`` (loaded here when not
+    given); its sigma is set to ``config.noise_sigma``. ``param_groups`` are AdamW groups with
+    their own settings (e.g. ``lr``) for some of those parameters. ``regulariser`` adds a loss
+    term (when it returns one) to every step (logged as ``regulariser``); ``after_step``
+    runs after every optimiser step (e.g. to project the update, :mod:`cimsim.adapters.gpm`).
+
+    LoRA dropout draws from torch's global generator; it is seeded here from ``config.seed`` (and
+    restored afterwards), so a training run never depends on what ran before it in the process
+    (a resumed continual run, another ``--methods`` list).
+    """
+    progress = progress or Silent()
+    noisy = method in ("noise-aware", "halora")
+    if noisy:
+        card = (card or config.load_noise_card()).with_value("sigma", config.noise_sigma)
+    params = [p for p in scorer.parameters() if p.requires_grad]
+    special = {id(p) for group in param_groups for p in group["params"]}
+    groups = [{"params": [p for p in params if id(p) not in special]}, *param_groups]
+    optimiser = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    progress.stage(f"training LoRA ({method})", len(batches))
+    log: list[dict[str, float]] = []
+    with seeded_global_rng(config.seed, scorer.device):
+        try:
+            for task, texts, labels in batches:
+                loss, parts = objective_loss(
+                    method,
+                    scorer,
+                    model,
+                    texts,
+                    labels.to(scorer.device),
+                    task,
+                    card=card,
+                    lam=config.lam,
+                    mu=config.mu,
+                    seed=config.seed,
+                    step=len(log),
+                    reprogram_every=config.reprogram_every,
+                )
+                extra = regulariser() if regulariser is not None else None
+                if extra is not None:
+                    parts["regulariser"] = extra.item()
+                    loss = loss + extra
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                if after_step is not None:
+                    after_step()
+                log.append({"loss": loss.item(), **parts})
+                progress.advance()
+        finally:
+            undeploy(model)  # release the training chips' buffers; the model is digital again
+    return log
+
+
+def adapter_key(
+    loaded: LoadedModel,
+    task: Task,
+    lora: LoraConfig,
+    train: TrainConfig,
+    max_length: int,
+    method: str = "lora",
+    card: DeviceCard | None = None,
+) -> str:
+    """Hash of everything that determines the trained adapter (a field that does not shape the
+    method's objective, such as lam for plain lora, does not change it). ``card``: the training
+    noise's card, ``train.load_noise_card()`` (loaded here when not given)."""
+    key: dict[str, object] = {
+        "trainer": TRAINER_VERSION,
+        "model": loaded.fingerprint,
+        "task": task.fingerprint,
+        "lora": to_dict(lora),
+        "train": train.base(),
+        "max_length": max_length,
+    }
+    if method != "lora":
+        key.update(method=method, objective=train.objective_fields(method))
+        key["card"] = (card or train.load_noise_card()).to_dict()
+    return config_hash(key, length=16)
+
+
+def trained_adapter(
+    loaded: LoadedModel,
+    scorer: Scorer,
+    task: Task,
+    lora: LoraConfig,
+    train: TrainConfig,
+    cache_dir: Path,
+    progress: Progress | None = None,
+    method: str = "lora",
+    *,
+    card: DeviceCard | None = None,
+) -> tuple[Path, dict]:
+    """Give ``loaded.model`` the adapter ``method`` trains for this config, from cache or by
+    training. Returns the adapter directory and its training record (log, seconds, cached).
+    ``card``: the training noise's card, ``train.load_noise_card()`` (loaded here when not given).
+    """
+    progress = progress or Silent()
+    if method in ("noise-aware", "halora") and card is None:
+        card = train.load_noise_card()
+    key = adapter_key(loaded, task, lora, train, scorer.max_length, method, card)
+    path = cache_dir / "adapters" / key
+    if (path / SIDECAR).is_file():
+        load_adapter(loaded.model, path)
+        record = json.loads((path / SIDECAR).read_text())
+        if isinstance(scorer, EncoderScorer) and "log_scale" in record:
+            with torch.no_grad():
+                scorer.log_scale.fill_(record["log_scale"])
+        progress.log(f"using the cached adapter {path}")
+        return path, {**record, "cached": True}
+    init_lora(loaded.model, lora, train.seed)
+    if isinstance(scorer, EncoderScorer):
+        scorer.log_scale.requires_grad_(True)
+    started = time.perf_counter()
+    log = train_lora(scorer, loaded.model, task, train, method, progress, card=card)
+    record = {
+        "key": key,
+        "method": method,
+        "lora": to_dict(lora),
+        "train": to_dict(train),
+        "log": log,
+        "train_seconds": round(time.perf_counter() - started, 2),
+        "log_scale": scorer.log_scale.item() if isinstance(scorer, EncoderScorer) else None,
+    }
+    # Write into a temporary sibling and rename, so a crash never leaves a half adapter in cache.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{key}-"))
+    staging.chmod(default_mode(directory=True))
+    save_adapter(loaded.model, staging, lora, base_model_name_or_path=loaded.path)
+    (staging / SIDECAR).write_text(json.dumps(record) + "\n")
+    try:
+        os.replace(staging, path)
+    except OSError:  # another run finished the same adapter first: keep theirs
+        shutil.rmtree(staging, ignore_errors=True)
+    return path, {**record, "cached": False}

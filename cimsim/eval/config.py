@@ -1,0 +1,24 @@
+"""How accuracy is measured: the test subsample, the input length, the batch size (torch-free, so
+that configs can be built and checked before any model is loaded)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """How accuracy is measured."""
+
+    test_size: int | None = 300
+    """Stratified subsample of the task's test split (None: all of it)."""
+    max_length: int = 64
+    """Input tokens per text (longer texts are truncated)."""
+    batch_size: int = 64
+    """Texts per forward pass."""
+
+    def __post_init__(self) -> None:
+        if self.test_size is not None and self.test_size < 1:
+            raise ValueError("test_size must be >= 1")
+        if self.max_length < 1 or self.batch_size < 1:
+            raise ValueError("max_length and batch_size must be >= 1")

@@ -1,0 +1,174 @@
+"""Compare training methods on the same chips: one sweep per method, a paired table, one figure.
+
+``run_compare`` runs (or resumes) one sweep per method into ``<out>/<method>/``. Chip seeds do
+not depend on the method (:func:`cimsim.runs.sweep.chip_seed`), so every method meets the very same
+chip instances: the comparison is paired. ``write_comparison`` then writes, from the files alone,
+
+* ``comparison.csv`` — mean, std and n per method and value, plus the digital accuracy;
+* ``comparison.md`` and ``comparison.tex`` — the paper table: accuracy per value per method as
+  mean ± std over chips, the digital column and the mean over values (± sem over chips of each
+  chip's average, the paired unit), best per column in bold;
+* ``comparison.png`` / ``.pdf`` — one figure, a curve and band per method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from cimsim.chip.cards import DeviceCard
+from cimsim.core.config import config_hash, to_dict
+from cimsim.runs.statistics import summarize
+from cimsim.core.errors import CimsimError
+from cimsim.runs.plots import plot_sweep, save_figure
+from cimsim.core.progress import Progress
+from cimsim.core.io import write_atomic
+from cimsim.runs.results import (
+    COMPARISON_FILE,
+    CONFIG_FILE,
+    POINTS_FILE,
+    SWEEP_POINT,
+    points_frame,
+    read_points,
+)
+from cimsim.runs.sweep import SweepConfig, run_sweep
+
+STEM = "comparison"
+
+
+def run_compare(
+    base: SweepConfig,
+    methods: tuple[str, ...],
+    out_dir: Path,
+    *,
+    cache_dir: Path,
+    card: DeviceCard | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """One sweep of ``base`` per method, into ``out_dir / method``, all on one card:
+    ``base.resolve_card()``, given as ``card`` or resolved here."""
+    if len(set(methods)) != len(methods) or not methods:
+        raise CimsimError(f"--methods needs distinct methods, got {','.join(methods)}")
+    if (out_dir / CONFIG_FILE).exists():
+        raise CimsimError(f"{out_dir} holds a single run, not a comparison; choose another --out")
+    card = card if card is not None else base.resolve_card()
+    for method in methods:
+        config = dataclasses.replace(base, method=method)
+        run_sweep(config, out_dir / method, cache_dir=cache_dir, card=card, progress=progress)
+    return out_dir
+
+
+def default_compare_dir(
+    config: SweepConfig, card: DeviceCard, methods: tuple[str, ...], root: Path = Path("runs")
+) -> Path:
+    """``runs/compare-<model>-<task>-<card>-<hash>``: one folder per method inside."""
+    slug = "-".join(
+        re.sub(r"[^A-Za-z0-9_.-]+", "_", p)
+        for p in ("compare", Path(config.model).name, Path(config.task).stem, card.name)
+    )
+    return root / f"{slug}-{config_hash([to_dict(config), card.to_dict(), methods])}"
+
+
+def comparison_points(out_dir: Path, methods: tuple[str, ...]) -> pd.DataFrame:
+    """All methods' rows, from their points files."""
+    frames = []
+    for method in methods:
+        rows = read_points(out_dir / method / POINTS_FILE, unique=SWEEP_POINT)
+        if not rows:
+            raise CimsimError(f"{out_dir / method} holds no finished point")
+        frames.append(points_frame(rows))
+    return pd.concat(frames, ignore_index=True)
+
+
+def comparison_table(points: pd.DataFrame) -> pd.DataFrame:
+    """One row per method: digital accuracy, (mean, std) per value, and the mean over values
+    with the sem over chips of each chip's average."""
+    summary = summarize(points)
+    noisy = points[points["card"] != "digital"]
+    rows = []
+    for method, curve in summary.groupby("method", sort=False):
+        digital = points[(points["card"] == "digital") & (points["method"] == method)]
+        per_chip = noisy[noisy["method"] == method].groupby("instance")["accuracy"].mean()
+        chips = per_chip.to_numpy(dtype=float)  # (instances,): each chip's average over values
+        row: dict[str, object] = {
+            "method": method,
+            "digital": float(digital["accuracy"].iloc[0]) if len(digital) else float("nan"),
+        }
+        for value, mean, std, n in curve[["value", "mean", "std", "n"]].to_numpy().tolist():
+            row[f"{value:g}"] = (mean, std, int(n))
+        sem = chips.std(ddof=1) / len(chips) ** 0.5 if len(chips) > 1 else float("nan")
+        row["mean"] = (float(chips.mean()), float(sem), len(chips))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method")
+
+
+def _best(table: pd.DataFrame, column: str) -> set[str]:
+    """The methods with the column's highest mean as printed (3 decimals): ties are all best."""
+    values = table[column].map(lambda cell: cell[0] if isinstance(cell, tuple) else cell)
+    shown = values.astype(float).round(3)
+    return {str(method) for method in shown.index[shown == shown.max()]}
+
+
+def to_markdown(table: pd.DataFrame, varied: str, unit: str) -> str:
+    columns = list(table.columns)
+    symbol = "σ" if varied == "sigma" else varied
+    header = ["method", *(c if c in ("digital", "mean") else f"{symbol} = {c}" for c in columns)]
+    lines = [
+        f"Accuracy, mean ± std over chip instances ({varied} in {unit}); "
+        "mean: over values, ± sem over chips. Best per column in bold.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    best = {c: _best(table, c) for c in columns}
+    for method, row in table.iterrows():
+        cells = []
+        for column in columns:
+            cell = row[column]
+            text = f"{cell[0]:.3f} ± {cell[1]:.3f}" if isinstance(cell, tuple) else f"{cell:.3f}"
+            cells.append(f"**{text}**" if method in best[column] else text)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(table: pd.DataFrame, varied: str, unit: str) -> str:
+    columns = list(table.columns)
+    symbol = r"\sigma" if varied == "sigma" else r"\text{" + varied.replace("_", r"\_") + "}"
+    head = [c if c in ("digital", "mean") else f"${symbol} = {c}$" for c in columns]
+    best = {c: _best(table, c) for c in columns}
+    lines = [
+        r"\begin{tabular}{l" + "c" * len(columns) + "}",
+        r"\toprule",
+        "method & " + " & ".join(head) + r" \\",
+        r"\midrule",
+    ]
+    for method, row in table.iterrows():
+        cells = []
+        for column in columns:
+            cell = row[column]
+            mean, spread = (cell[0], cell[1]) if isinstance(cell, tuple) else (cell, None)
+            value = rf"\mathbf{{{mean:.3f}}}" if method in best[column] else f"{mean:.3f}"
+            cells.append(f"${value}$" if spread is None else f"${value} \\pm {spread:.3f}$")
+        lines.append(f"{method} & " + " & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", f"% {varied} in {unit}; ± std over chips"]
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(out_dir: Path, methods: tuple[str, ...], budget: float = 0.01) -> list[Path]:
+    """Write the comparison table (CSV, Markdown, LaTeX) and figure; returns their paths."""
+    points = comparison_points(out_dir, methods)
+    table = comparison_table(points).loc[list(methods)]  # rows in the order asked for
+    varied = str(points["varied"].iloc[0])
+    units = points.loc[points["card"] != "digital", "value_unit"]
+    unit = str(units.iloc[0]) if len(units) else ""
+    flat = summarize(points)
+    write_atomic(out_dir / COMPARISON_FILE, flat.to_csv(index=False))
+    write_atomic(out_dir / f"{STEM}.md", to_markdown(table, varied, unit))
+    write_atomic(out_dir / f"{STEM}.tex", to_latex(table, varied, unit))
+    figure = plot_sweep(points, budget=budget, title="methods on the same chip instances")
+    return [out_dir / f"{STEM}.{ext}" for ext in ("csv", "md", "tex")] + save_figure(
+        figure, out_dir / STEM
+    )

@@ -1,0 +1,371 @@
+"""The noise sweep: a (value of one card field x chip instance) grid -> one tidy row per point.
+
+``run_sweep(config, out_dir)`` loads the model and task, gets the adapter (trained on the ideal
+base and cached, loaded from a path, or none), evaluates the digital reference once, then, for
+each value of the varied field (``sigma`` by default, or any numeric device/tile field of the
+card), programs each chip instance and evaluates it. Each finished point is appended to
+``points.jsonl`` and fsynced before the next starts, so re-running on the same folder resumes
+where it stopped (finished points are never recomputed).
+
+Chip seeds: instance ``i`` at value ``v`` of field ``f`` of card ``c`` is programmed with
+``chip_seed = int(sha256(f"{seed}/{c}/{f}={v!r}/{i}"))[:60 bits]``: one independent generator per
+(value, chip instance), so the spread at each value is an independent estimate (adjacent points
+do not share chips, which would make curves look smoother than the data supports); the same for
+every method and adapter (paired comparisons), and unchanged when the grid grows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from cimsim.core.config import config_hash, to_dict
+from cimsim.eval.config import EvalConfig
+from cimsim.chip.cards import DEFAULT_CARD, DeviceCard, load_card
+from cimsim.core.errors import CimsimError
+from cimsim.adapters.lora import LoraConfig
+from cimsim.core.progress import Progress, Silent
+from cimsim.core.ranges import check_chips, parse_range
+from cimsim.core.io import append_point, read_json, write_atomic
+from cimsim.runs.results import (
+    COMPARISON_FILE,
+    CONFIG_FILE,
+    POINTS_FILE,
+    RESULTS_CSV,
+    SCHEMA_VERSION,
+    SWEEP_POINT,
+    environment,
+    points_frame,
+    read_points,
+)
+from cimsim.adapters.train import TrainConfig
+
+METHODS = ("lora", "noise-aware", "halora", "none")
+ENGINES = ("cimsim", "aihwkit")
+DEFAULT_NOISE = "0.01..0.1"
+# Fields that may change between a run and its resumption: the grid may grow.
+_GRID_FIELDS = ("values", "instances")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """Everything that determines a sweep's numbers."""
+
+    model: str = "minilm"
+    """Registered model name, local HF directory or hub id."""
+    task: str = "bbc-news"
+    """Registered task name or a local .jsonl/.csv file with text,label."""
+    method: str = "lora"
+    """How the adapter is trained (cached): 'lora' (ideal base), 'noise-aware' (noisy base),
+    'halora' (both + spectral regulariser; cimsim.adapters.objectives); 'none': the base model alone."""
+    adapter: str | None = None
+    """A peft LoRA adapter directory to evaluate instead of training one."""
+    card: str = DEFAULT_CARD
+    """Device card: a shipped card name (cimsim devices) or a .toml file."""
+    vary: str = "sigma"
+    """The card field on the x axis: sigma (programming noise) or any numeric device/tile field."""
+    values: tuple[float, ...] = tuple(parse_range(DEFAULT_NOISE))
+    """Values of the varied field."""
+    sigma: float | None = None
+    """Programming-noise level while another field varies (None: the card's own)."""
+    instances: int = 3
+    """Chip instances (programming events) per value."""
+    seed: int = 0
+    """Root of the chip seeds and of the test subsample."""
+    engine: str = "cimsim"
+    """'cimsim' (fast) or 'aihwkit' (aihwkit's analog tile, for cross-checking)."""
+    lora: LoraConfig = LoraConfig()
+    """Shape of the LoRA branches."""
+    train: TrainConfig = TrainConfig()
+    """How the adapter is trained (method 'lora')."""
+    eval: EvalConfig = EvalConfig()
+    """How accuracy is measured."""
+    compute_device: str = "cpu"
+    """torch device the model runs on: cpu, cuda, cuda:1, ..."""
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise CimsimError(
+                f"unknown method '{self.method}'; choose one of: {', '.join(METHODS)}"
+            )
+        if self.engine not in ENGINES:
+            raise CimsimError(
+                f"unknown engine '{self.engine}'; choose one of: {', '.join(ENGINES)}"
+            )
+        if self.adapter is not None and self.method != "lora":
+            raise CimsimError(
+                f"--adapter gives a trained LoRA adapter; it cannot be combined with "
+                f"--method {self.method}"
+            )
+        if not self.values:
+            raise CimsimError("the sweep needs at least one value")
+        check_chips(self.instances, self.seed)
+        if self.sigma is not None and self.vary == "sigma":
+            raise CimsimError("a fixed sigma only makes sense while another field varies")
+
+    def resolve_card(self, loaded: DeviceCard | None = None) -> DeviceCard:
+        """The card with the fixed sigma applied; a user error if any value does not fit.
+
+        ``loaded`` is the card ``self.card`` names, when the caller has already loaded it (the
+        command line does, to read its default range); the run passes the result down.
+        """
+        card = loaded if loaded is not None else load_card(self.card)
+        if self.sigma is not None:
+            card = card.with_value("sigma", self.sigma)
+        for value in self.values:
+            card.with_value(self.vary, value)
+        return card
+
+    def default_out_dir(self, card: DeviceCard, root: Path = Path("runs")) -> Path:
+        """``runs/<model>-<task>-<method>-<card>[-<field>]-<hash of config and card>``."""
+        parts = [Path(self.model).name, Path(self.task).stem, self.method, card.name]
+        if self.vary != "sigma":
+            parts.append(self.vary)
+        slug = "-".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p) for p in parts)
+        return root / f"{slug}-{config_hash([to_dict(self), card.to_dict()])}"
+
+
+def parse_axis(
+    card: DeviceCard, noise: str | None, vary: str | None
+) -> tuple[str, tuple[float, ...], float | None]:
+    """(field, values, fixed sigma) from the CLI's words: ``--noise RANGE`` sweeps sigma (default:
+    the card's range); ``--vary FIELD=RANGE`` sweeps a card field, with ``--noise`` then one fixed
+    sigma."""
+    if vary is None:
+        return "sigma", tuple(parse_range(card.noise_range if noise is None else noise)), None
+    field, _, spec = vary.partition("=")
+    field = field.strip()
+    if not field or not spec.strip():
+        raise CimsimError(f"--vary '{vary}': expected FIELD=RANGE, e.g. adc_bits=4..8:5")
+    values = tuple(parse_range(spec, what=f"--vary {field}"))
+    fixed = parse_range(noise) if noise is not None else None
+    if fixed is not None and len(fixed) != 1:
+        raise CimsimError("with --vary, --noise takes one value: the fixed sigma")
+    return field, values, fixed[0] if fixed else None
+
+
+def chip_seed(seed: int, card: str, field: str, value: float, instance: int) -> int:
+    """The seed of chip ``instance`` at ``field = value`` (see the module docstring)."""
+    key = f"{seed}/{card}/{field}={value!r}/{instance}"
+    return int(hashlib.sha256(key.encode()).hexdigest()[:15], 16)
+
+
+def _check_resumable(
+    record: dict[str, Any], config: SweepConfig, card: DeviceCard, out_dir: Path
+) -> SweepConfig:
+    """The stored run must be the same sweep up to its grid; return the merged grid's config."""
+    stored = record.get("config")
+    if not isinstance(stored, dict):
+        raise CimsimError(f"{out_dir / CONFIG_FILE} is damaged: its 'config' is not an object")
+    current = to_dict(config)
+    defaults = to_dict(SweepConfig())
+    for key, value in current.items():
+        was = stored.get(key)
+        if isinstance(was, dict) and isinstance(defaults[key], dict):
+            was = {**defaults[key], **was}  # a field added since that run stands at its default
+        if key not in _GRID_FIELDS and was != value:
+            raise CimsimError(
+                f"{out_dir} holds a different sweep ({key}: {was!r} there, "
+                f"{value!r} now); choose another --out"
+            )
+    if record.get("card") != json.loads(json.dumps(card.to_dict())):
+        raise CimsimError(f"{out_dir} was run with a different version of card '{card.name}'")
+    values = tuple(sorted(set(stored.get("values", [])) | set(config.values)))
+    instances = max(int(stored.get("instances", 0)), config.instances)
+    return dataclasses.replace(config, values=values, instances=instances)
+
+
+def _prepare_run_dir(
+    config: SweepConfig, card: DeviceCard, out_dir: Path
+) -> tuple[dict[str, Any], list[dict]]:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CimsimError(f"cannot use {out_dir} as the results folder: {err.strerror}") from None
+    config_file = out_dir / CONFIG_FILE
+    record: dict[str, Any] = {}
+    if config_file.exists():
+        record = read_json(config_file)
+        if record.get("schema") != SCHEMA_VERSION:
+            raise CimsimError(
+                f"{config_file} has schema {record.get('schema')!r}, not {SCHEMA_VERSION}"
+            )
+        record["config"] = to_dict(_check_resumable(record, config, card, out_dir))
+    elif (out_dir / POINTS_FILE).exists():
+        raise CimsimError(f"{out_dir} has {POINTS_FILE} but no {CONFIG_FILE}; choose another --out")
+    elif (out_dir / COMPARISON_FILE).exists():
+        raise CimsimError(f"{out_dir} holds a comparison, not a single run; choose another --out")
+    return record, read_points(out_dir / POINTS_FILE, repair=True, unique=SWEEP_POINT)
+
+
+@contextlib.contextmanager
+def _chip(loaded: Any, scorer: Any, card: DeviceCard, seed: int, engine: str) -> Iterator[Any]:
+    """A scorer whose model runs as chip ``seed`` of ``card`` on ``engine``."""
+    if engine == "cimsim":
+        from cimsim.chip.deploy import deploy
+
+        # No undeploy between points: the next chip overwrites the same buffers.
+        deploy(loaded.model, card.noise, seed, card.tile)
+        yield scorer
+        return
+    from cimsim.chip.aihwkit_engine import aihwkit_deploy
+    from cimsim.eval.scoring import make_scorer
+
+    analog = aihwkit_deploy(loaded.model, card, seed)
+    yield make_scorer(dataclasses.replace(loaded, model=analog), scorer.max_length)
+
+
+def run_sweep(
+    config: SweepConfig,
+    out_dir: Path,
+    *,
+    cache_dir: Path,
+    card: DeviceCard | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Run (or resume) the sweep into ``out_dir``; returns ``out_dir``. ``card`` is
+    ``config.resolve_card()`` when the caller has it (resolved here otherwise)."""
+    from cimsim.chip.deploy import undeploy
+    from cimsim.eval.evaluate import evaluate
+    from cimsim.adapters.lora import load_adapter
+    from cimsim.eval.models import load_model
+    from cimsim.eval.scoring import make_scorer
+    from cimsim.eval.tasks import load_task
+    from cimsim.adapters.train import trained_adapter
+
+    progress = progress or Silent()
+    # Before any work: a bad card or value fails at once.
+    card = card if card is not None else config.resolve_card()
+    if config.engine == "aihwkit":
+        from cimsim.chip.aihwkit_engine import rpu_config
+
+        for value in config.values:  # refuses what aihwkit cannot simulate, also before any work
+            rpu_config(card.with_value(config.vary, value))
+    noisy_training = config.method in ("noise-aware", "halora")
+    train_card = config.train.load_noise_card() if noisy_training else None
+    record, rows = _prepare_run_dir(config, card, out_dir)
+    done = {tuple(r[key] for key in SWEEP_POINT) for r in rows}
+
+    task = load_task(config.task, cache_dir=cache_dir)
+    test = task.test.subset(config.eval.test_size, seed=config.seed)
+    if rows:
+        progress.log(f"resuming {out_dir}: {len(rows)} finished points are kept")
+    progress.log(f"loading model {config.model}")
+    loaded = load_model(config.model, device=config.compute_device)
+    scorer = make_scorer(loaded, config.eval.max_length)
+    adapter_record: dict[str, Any] | None = None
+    adapter_dir: Path | None = None
+    if config.adapter is not None:
+        load_adapter(loaded.model, Path(config.adapter))
+        adapter_record = {"source": str(Path(config.adapter).resolve())}
+        adapter_dir = Path(config.adapter)
+    elif config.method != "none":
+        lora = config.lora.resolve(loaded.lora_targets)
+        adapter_dir, adapter_record = trained_adapter(
+            loaded, scorer, task, lora, config.train, cache_dir, progress, config.method,
+            card=train_card,
+        )
+    if adapter_dir is not None and not (out_dir / "adapter").exists():
+        # Copied whole or not at all: an interrupted copy leaves only the partial folder, which
+        # the next run replaces.
+        partial = out_dir / ".adapter.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(adapter_dir, partial)
+        partial.rename(out_dir / "adapter")
+
+    record.setdefault("schema", SCHEMA_VERSION)
+    record.setdefault("config", to_dict(config))
+    record["card"] = card.to_dict()
+    record["model"] = {
+        "name": loaded.name,
+        "kind": loaded.kind,
+        "source": loaded.source,
+        "path": loaded.path,
+        "fingerprint": loaded.fingerprint,
+        "params": loaded.n_params,
+    }
+    record["task"] = {
+        "name": task.name,
+        "source": task.source,
+        "fingerprint": task.fingerprint,
+        "label_names": list(task.label_names),
+        "n_train": len(task.train),
+        "n_test": len(task.test),
+        "n_eval": len(test),
+    }
+    record["axis"] = {
+        "varied": config.vary,
+        "unit": card.unit(config.vary),
+        "noise_model": card.noise.name,
+        "sigma_unit": card.noise.sigma_unit,
+        "formula": (type(card.noise).__doc__ or "").strip(),
+        "chip_seed_rule": "sha256(f'{seed}/{card}/{field}={value!r}/{instance}')[:15 hex]",
+    }
+    record["adapter"] = adapter_record
+    record.setdefault("sessions", []).append({"started": time.time(), **environment()})
+    write_atomic(out_dir / CONFIG_FILE, json.dumps(record, indent=2, default=str) + "\n")
+
+    base_row = {
+        "model": config.model,
+        "task": config.task,
+        "method": config.method,
+        "varied": config.vary,
+    }
+    pending = [
+        (value, instance)
+        for value in sorted(config.values)
+        for instance in range(config.instances)
+        if (card.name, config.vary, value, instance) not in done
+    ]
+    need_digital = ("digital", config.vary, None, -1) not in done
+    progress.stage(f"sweeping {config.vary} ({card.name})", len(pending) + int(need_digital))
+
+    def finish(result: Any, started: float, row: dict[str, Any]) -> None:
+        row = {
+            **base_row,
+            **row,
+            "accuracy": result.accuracy,
+            "n_correct": result.n_correct,
+            "n_examples": result.n_examples,
+            "eval_seconds": round(time.perf_counter() - started, 3),
+        }
+        append_point(out_dir / POINTS_FILE, row)
+        rows.append(row)
+        write_atomic(out_dir / RESULTS_CSV, points_frame(rows).to_csv(index=False))
+        progress.advance()
+
+    if need_digital:
+        started = time.perf_counter()
+        result = evaluate(scorer, task, test, config.eval.batch_size)
+        digital = {"card": "digital", "noise_model": "digital", "value": None, "instance": -1}
+        finish(result, started, {**digital, "value_unit": "", "sigma": None, "chip_seed": None})
+    for value, instance in pending:
+        point_card = card.with_value(config.vary, value)
+        seed = chip_seed(config.seed, card.name, config.vary, value, instance)
+        started = time.perf_counter()
+        with _chip(loaded, scorer, point_card, seed, config.engine) as chip_scorer:
+            result = evaluate(chip_scorer, task, test, config.eval.batch_size)
+        row = {
+            "card": card.name,
+            "noise_model": card.noise.name,
+            "value": value,
+            "value_unit": card.unit(config.vary),
+            "sigma": point_card.noise.sigma,
+            "sigma_unit": card.noise.sigma_unit,
+            "instance": instance,
+            "chip_seed": seed,
+        }
+        if config.vary != "sigma":
+            row[config.vary] = value
+        finish(result, started, row)
+    undeploy(loaded.model)
+    write_atomic(out_dir / RESULTS_CSV, points_frame(rows).to_csv(index=False))
+    return out_dir
