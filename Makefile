@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine: `make sweep` and `make test`.
-# Both create .venv on first use (see README, "Set-up", for why each install looks the way it does).
+# Both create .venv on first use (see README.md, "Set-up", for why each install looks the way it does).
 
 PYTHON ?= python3
 VENV   := .venv

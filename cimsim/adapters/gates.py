@@ -18,9 +18,9 @@ and ``k`` is then projected off the remembered input, hidden and output subspace
 so on old inputs ``o`` does not move and ``cos(k, o)`` stays 0 (up to the energy the bases leave
 out).
 
-Decision (documented in the README): the first branch has no gate (``a_1 = 1``); it is the base
-adaptation every later branch builds on, and a gate trained on a single task has nothing to
-separate.
+Decision (documented in docs/continual.md): the first branch has no gate (``a_1 = 1``); it is
+the base adaptation every later branch builds on, and a gate trained on a single task has nothing
+to separate.
 
 Routing: the bank hooks the model's backbone (``model.base_model``); every forward call with
 ``input_ids`` computes every gate for its rows and hands the values to the LoRA layers. A call that
@@ -58,7 +58,8 @@ class GateConfig:
     sequence filled 63 of them and later gates could not learn their second layer."""
     energy: float = 0.999
     """GPM threshold: fraction of an old task's feature energy the remembered subspace explains.
-    At GPM's customary 0.99 new gates open on old tasks' inputs (README, continual results)."""
+    At GPM's customary 0.99 new gates open on old tasks' inputs (docs/results.md, continual
+    learning)."""
     lr: float = 1e-3
     """AdamW learning rate of the newest gate (GainLoRA trains its gates with the branches'
     rate). Larger steps amplify the little of an old input that the remembered subspaces leave
