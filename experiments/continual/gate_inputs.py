@@ -27,8 +27,8 @@ from typing import cast
 import torch
 
 from cimsim.adapters.gpm import extend_basis, project_off
-from cimsim.continual.learners import Learner
 from cimsim.continual.config import DEFAULT_TASKS, ContinualConfig
+from cimsim.continual.learners import Learner
 from cimsim.core.paths import default_cache_dir
 from cimsim.eval.models import load_model
 from cimsim.eval.scoring import make_scorer
