@@ -494,3 +494,39 @@ def test_the_comparison_table_bolds_every_method_tied_for_best() -> None:
     assert "| noise-aware | **0.850 ± 0.010** | **0.950** |" in markdown
     assert "| halora | 0.800 ± 0.020 | **0.950** |" in markdown
     assert to_latex(table, "sigma", "× max|W[row,:]|").count(r"\mathbf") == 4
+
+
+def test_rows_pair_each_chip_with_digital_and_the_report_counts_passing_chips(
+    run_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+
+    from cimsim.runs.report import write_report
+    from cimsim.runs.sweep import unpack_bits
+
+    rows = [json.loads(line) for line in (run_copy / "points.jsonl").read_text().splitlines()]
+    digital = next(r for r in rows if r["card"] == "digital")
+    right = unpack_bits(digital["correct"], digital["n_examples"])
+    assert int(np.sum(right)) == digital["n_correct"]
+    for row in rows:
+        if row["card"] != "digital":  # broken - fixed is the paired drop in examples
+            assert row["broken"] - row["fixed"] == digital["n_correct"] - row["n_correct"]
+    report = write_report(run_copy, budget=0.5)
+    assert report.rule is not None and [y.chips for y in report.yields] == [2, 2]
+    for y in report.yields:
+        chips = [r for r in rows if r.get("value") == y.value]
+        assert y.passes == sum(r["broken"] <= report.rule.max_broken for r in chips)
+    capsys.readouterr()
+    assert main(["plot", str(run_copy)]) == 0
+    assert "chips within budget per σ" in capsys.readouterr().out
+    # a folder written without the pairing keeps the mean-based tolerance line
+    old = tmp_path / "old"
+    shutil.copytree(run_copy, old)
+    lines = (old / "points.jsonl").read_text().splitlines()
+    stripped = [
+        {k: v for k, v in json.loads(x).items() if k not in ("broken", "fixed")} for x in lines
+    ]
+    (old / "points.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stripped))
+    assert write_report(old).yields == []
+    assert main(["plot", str(old)]) == 0
+    assert "tolerance: σ" in capsys.readouterr().out

@@ -12,11 +12,25 @@ import sys
 
 import typer
 
-from cimsim.cli import catalog, continual, devices, plot, run, sweep, train
-from cimsim.cli.common import EXIT_FAILURE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE
+from cimsim.cli import catalog, continual, devices, plot, run, sweep, tolerance, train
+from cimsim.cli.common import (
+    EXIT_FAILURE,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_CERTIFIED,
+    EXIT_USAGE,
+)
 from cimsim.core.errors import CimsimError
 
-__all__ = ["EXIT_FAILURE", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_USAGE", "app", "main"]
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+    "EXIT_NOT_CERTIFIED",
+    "EXIT_USAGE",
+    "app",
+    "main",
+]
 
 app = typer.Typer(
     help="Simulate LoRA-adapted language models on noisy compute-in-memory (RRAM) tiles.",
@@ -27,6 +41,7 @@ app = typer.Typer(
 )
 app.command()(sweep.sweep)
 app.command("compare")(sweep.sweep)
+app.command()(tolerance.tolerance)
 app.command()(run.run)
 app.command()(train.train)
 app.command()(continual.continual)

@@ -15,6 +15,7 @@ from cimsim.core.errors import CimsimError
 
 EXIT_FAILURE = 1  # the environment failed: a path, the disk, memory
 EXIT_USAGE = 2
+EXIT_NOT_CERTIFIED = 3  # cimsim tolerance --require: the certified tolerance falls short
 EXIT_INTERNAL = 70  # an error no check anticipated (EX_SOFTWARE)
 EXIT_INTERRUPTED = 130
 
@@ -51,6 +52,42 @@ RunDir = Annotated[
 ]
 TorchDevice = Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:1, mps.")]
 MaxLength = Annotated[int, typer.Option(help="Tokens per input text.")]
+
+# The deployment's options (sweep, compare, tolerance), defined once.
+Vary = Annotated[
+    str | None,
+    typer.Option(
+        help="Sweep another card field instead of sigma: FIELD=RANGE, e.g. adc_bits=4..8:5, "
+        "drift_time_s=1,3600,86400, stuck_at_gmax_rate=0..0.02:5 (see `cimsim devices show`)."
+    ),
+]
+Device = Annotated[
+    str | None,
+    typer.Option(
+        help="Device card (name or .toml; see `cimsim devices`), or a torch device "
+        "(cpu, cuda, cuda:1, mps) to run on."
+    ),
+]
+Card = Annotated[str | None, typer.Option(help="Device card, explicitly.")]
+TorchDeviceOrNone = Annotated[str | None, typer.Option(help="torch device, explicitly.")]
+NoiseModelName = Annotated[
+    str | None,
+    typer.Option(help="Shorthand for the shipped card of a noise model (cimsim noise-models)."),
+]
+Model = Annotated[str, typer.Option(help="Registered model, local HF directory or hub id.")]
+Task = Annotated[str, typer.Option(help="Registered task or a .jsonl/.csv with text,label.")]
+Adapter = Annotated[
+    Path | None,
+    typer.Option(parser=path_value, help="Evaluate this peft LoRA adapter instead of training."),
+]
+LoraRank = Annotated[int, typer.Option(help="LoRA rank.")]
+LoraAlpha = Annotated[float, typer.Option(help="LoRA alpha (scale = alpha / r).")]
+LoraTargets = Annotated[
+    str, typer.Option(help="Comma-separated module names; default: q and v projections.")
+]
+Epochs = Annotated[int, typer.Option(help="Training epochs.")]
+TrainSize = Annotated[int, typer.Option(help="Training examples (stratified subsample; 0: all).")]
+BatchSize = Annotated[int, typer.Option(help="Texts per evaluation batch.")]
 
 
 def check_budget(budget: float) -> None:
@@ -93,8 +130,8 @@ class RichProgress:
         self.stdout.print(message, highlight=False)
 
 
-
 TORCH_DEVICE = re.compile(r"^(cpu|cuda|mps|xpu|meta)(:\d+)?$")
+
 
 def train_config(
     epochs: int,
@@ -106,19 +143,23 @@ def train_config(
     train_device: str,
     train_noise: float,
 ) -> Any:
-    """The TrainConfig the shared training options describe (0 training examples: all)."""
+    """The TrainConfig the shared training options describe (0 training examples: all); a
+    value it refuses is a user error."""
     from cimsim.adapters.train import TrainConfig
 
-    return TrainConfig(
-        epochs=epochs,
-        train_size=train_size or None,
-        lr=lr,
-        seed=seed,
-        lam=lam,
-        mu=mu,
-        noise_card=train_device,
-        noise_sigma=train_noise,
-    )
+    try:
+        return TrainConfig(
+            epochs=epochs,
+            train_size=train_size or None,
+            lr=lr,
+            seed=seed,
+            lam=lam,
+            mu=mu,
+            noise_card=train_device,
+            noise_sigma=train_noise,
+        )
+    except ValueError as err:
+        raise CimsimError(str(err)) from None
 
 
 def one_of(name: str, value: str | None, other_name: str, other: str) -> str:
@@ -164,3 +205,69 @@ def progress_bars() -> Iterator[RichProgress]:
     with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
         yield RichProgress(bar, rich_console())
 
+
+def sweep_config(
+    *,
+    model: str,
+    task: str,
+    method: str,
+    adapter: Path | None,
+    device: str | None,
+    card: str | None,
+    torch_device: str | None,
+    noise_model: str | None,
+    noise: str | None,
+    vary: str | None,
+    instances: int,
+    seed: int,
+    engine: str,
+    lora_r: int,
+    lora_alpha: float,
+    lora_targets: str,
+    train: Any,
+    test_size: int,
+    max_length: int,
+    batch_size: int,
+) -> tuple[Any, Any]:
+    """The SweepConfig the deployment options describe (sweep, compare, tolerance) and the card
+    it names, loaded once. ``--device`` is a card or a torch device, whichever it names."""
+    from cimsim.adapters.lora import LoraConfig
+    from cimsim.chip.cards import DEFAULT_CARD, load_card
+    from cimsim.eval.config import EvalConfig
+    from cimsim.runs.sweep import SweepConfig, parse_axis
+
+    if device is not None and TORCH_DEVICE.match(device):
+        torch_device = one_of("--torch-device", torch_device, "--device", device)
+    elif device is not None:
+        card = one_of("--card", card, "--device", device)
+    if noise_model is not None:
+        card = one_of("--card/--device", card, "--noise-model", noise_model)
+    chosen = load_card(card or DEFAULT_CARD)
+    field, values, sigma = parse_axis(chosen, noise, vary)
+    try:
+        config = SweepConfig(
+            model=model,
+            task=task,
+            method=method,
+            adapter=str(adapter) if adapter is not None else None,
+            card=chosen.origin if card and card.endswith(".toml") else chosen.name,
+            vary=field,
+            values=values,
+            sigma=sigma,
+            instances=instances,
+            seed=seed,
+            engine=engine,
+            lora=LoraConfig(
+                r=lora_r,
+                lora_alpha=lora_alpha,
+                target_modules=tuple(t.strip() for t in lora_targets.split(",") if t.strip()),
+            ),
+            train=train,
+            eval=EvalConfig(
+                test_size=test_size or None, max_length=max_length, batch_size=batch_size
+            ),
+            compute_device=torch_device or "cpu",
+        )
+    except ValueError as err:
+        raise CimsimError(str(err)) from None
+    return config, chosen

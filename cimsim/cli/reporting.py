@@ -1,15 +1,38 @@
-"""Running a sweep, comparison or continual run behind progress bars and printing what it found:
-the one place the commands that run (sweep, compare, continual, run) share their output."""
+"""Running a sweep, comparison, sign-off or continual run behind progress bars and printing what
+it found: the one place the commands that run (sweep, compare, tolerance, continual, run) share
+their output."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from cimsim.cli.common import EXIT_INTERRUPTED, progress_bars, rich_console
+
+
+@contextlib.contextmanager
+def interruptible(out_dir: Path, what: str) -> Iterator[Any]:
+    """Progress bars for a run into ``out_dir``; Ctrl-C (or SIGINT) ends it with one line that
+    says how many finished ``what`` are kept, and exit code 130."""
+    from cimsim.runs.results import read_points
+
+    try:
+        with progress_bars() as progress:
+            yield progress
+    except KeyboardInterrupt:
+        files = out_dir.glob("**/points.jsonl")
+        saved = sum(len(read_points(path, required=("card",))) for path in files)
+        print(
+            f"cimsim: interrupted; {saved} finished {what} are saved in {out_dir}; "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def run_sweep_and_report(
@@ -24,25 +47,13 @@ def run_sweep_and_report(
     resolved once by the caller) behind progress bars, then report."""
     from cimsim.runs.compare import run_compare, write_comparison
     from cimsim.runs.report import write_report
-    from cimsim.runs.results import read_points
     from cimsim.runs.sweep import run_sweep
 
-    try:
-        with progress_bars() as progress:
-            if methods is None:
-                run_sweep(config, out_dir, cache_dir=cache_dir, card=card, progress=progress)
-            else:
-                run_compare(
-                    config, methods, out_dir, cache_dir=cache_dir, card=card, progress=progress
-                )
-    except KeyboardInterrupt:
-        saved = sum(len(read_points(path)) for path in out_dir.glob("**/points.jsonl"))
-        print(
-            f"cimsim: interrupted; {saved} finished points are saved in {out_dir}; "
-            "run the same command again to resume",
-            file=sys.stderr,
-        )
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+    with interruptible(out_dir, "points") as progress:
+        if methods is None:
+            run_sweep(config, out_dir, cache_dir=cache_dir, card=card, progress=progress)
+        else:
+            run_compare(config, methods, out_dir, cache_dir=cache_dir, card=card, progress=progress)
     if methods is None:
         print_report(write_report(out_dir, budget=budget), out_dir)
         return
@@ -78,7 +89,17 @@ def print_report(report: Any, out_dir: Path) -> None:
     console.print(table)
     if report.digital is not None:
         console.print(f"digital (noise-free) accuracy: {report.digital:.3f}")
-    if report.tolerance is not None:
+    if report.yields and report.rule is not None:
+        console.print(f"pass rule: {report.rule.text()}")
+        parts = [
+            f"{y.value:.4g}: {y.passes}/{y.chips} ({y.low:.2f}–{y.high:.2f})" for y in report.yields
+        ]
+        console.print(
+            f"chips within budget per {symbol} [{report.unit}] (yield, "
+            f"{report.rule.confidence:.0%} Clopper-Pearson interval): " + ", ".join(parts)
+        )
+        console.print("sign-off with enough chips: cimsim tolerance (docs/signoff.md)")
+    elif report.tolerance is not None:
         console.print(f"tolerance: {report.tolerance.text(report.unit)}")
     console.print(f"results: {out_dir}/results.csv, summary.csv, config.json")
     for path in report.figures:
@@ -90,19 +111,9 @@ def run_continual_and_report(config: Any, out_dir: Path, cache_dir: Path) -> Non
     import pandas as pd
 
     from cimsim.continual.runner import run_continual
-    from cimsim.runs.results import read_points
 
-    try:
-        with progress_bars() as progress:
-            run_continual(config, out_dir, cache_dir=cache_dir, progress=progress)
-    except KeyboardInterrupt:
-        saved = len(read_points(out_dir / "points.jsonl"))
-        print(
-            f"cimsim: interrupted; {saved} finished evaluations are saved in {out_dir}; "
-            "run the same command again to resume",
-            file=sys.stderr,
-        )
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+    with interruptible(out_dir, "evaluations") as progress:
+        run_continual(config, out_dir, cache_dir=cache_dir, progress=progress)
     summary = pd.read_csv(out_dir / "summary.csv")
     console = rich_console()
     console.print(
@@ -112,3 +123,62 @@ def run_continual_and_report(config: Any, out_dir: Path, cache_dir: Path) -> Non
     console.print(summary.round(3).to_string(index=False))
     for name in ("results.csv", "metrics.csv", "summary.csv", "matrices.png", "ap_ft.png"):
         console.print(f"written: {out_dir / name}")
+
+
+def run_tolerance_and_report(config: Any, card: Any, out_dir: Path, cache_dir: Path) -> Any:
+    """Run (or resume) the sign-off behind progress bars, print its rule, yield table and
+    certified tolerance; returns the report."""
+    from cimsim.runs.tolerance import run_tolerance, write_tolerance_report
+
+    with interruptible(out_dir, "decisions") as progress:
+        run_tolerance(config, out_dir, cache_dir=cache_dir, card=card, progress=progress)
+    report = write_tolerance_report(out_dir)
+    print_tolerance(report, out_dir)
+    return report
+
+
+def print_tolerance(report: Any, out_dir: Path) -> None:
+    """The rule, the yield per value, the certified tolerance or why there is none."""
+    from rich.table import Table
+
+    summary = report.summary
+    symbol = "σ" if report.field == "sigma" else report.field
+    console = rich_console()
+    console.print(f"rule: {report.rule.text()}")
+    table = Table(title=f"yield per {symbol} [{report.unit}] ({summary['chips_mode']} chips)")
+    confidence = f"{summary['confidence']:.0%}"
+    for column in (symbol, "pass", "chips", "yield", f"{confidence} interval", "lower bound"):
+        table.add_column(column, justify="right")
+    for y in report.yields:
+        table.add_row(
+            f"{y.value:.4g}", str(y.passes), str(y.chips), f"{y.estimate:.3f}",
+            f"{y.low:.3f}–{y.high:.3f}", f"{y.lower_bound:.3f}",
+        )  # fmt: skip
+    console.print(table)
+    if report.certified is not None:
+        last = report.certified is report.yields[-1]
+        relation = ("≤" if report.larger_is_better else "≥") if last else "="
+        console.print(
+            f"certified tolerance: {symbol} {relation} {report.certified.value:.4g} "
+            f"[{report.unit}]: yield ≥ {summary['target_yield']:.0%} at {confidence} confidence "
+            f"(lower bound {report.certified.lower_bound:.3f})"
+            + (" (every grid value is certified)" if last else "")
+        )
+    else:
+        console.print("certified tolerance: none on this grid")
+    for reason in report.reasons:
+        console.print(f"  {reason}")
+    for row in report.percentiles:
+        console.print(
+            f"{100 * summary['percentile']:g}th-percentile chip at "
+            f"{symbol} {row['value']:.4g}: {row['accuracy']:.3f} ({confidence} interval "
+            f"{row['low']:.3f}–{row['high']:.3f}, {row['chips']} chips)"
+        )
+    console.print(
+        f"evaluated {summary['example_evaluations']} examples in {summary['decisions']} chip "
+        f"decisions (the full grid: {summary['full_grid_example_evaluations']})"
+        + (f", {summary['seconds']} s" if summary.get("seconds") is not None else "")
+    )
+    console.print(f"results: {out_dir}/yield.csv, summary.json, results.csv")
+    for path in report.figures:
+        console.print(f"figure:  {path}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 import torch
 
@@ -14,15 +15,34 @@ from cimsim.eval.tasks import Split, Task
 class Accuracy:
     n_correct: int
     n_examples: int
+    correct: torch.Tensor | None = dataclasses.field(default=None, compare=False, repr=False)
+    """``(n_examples,)`` bool on the CPU: which examples were right (pairs a chip with digital)."""
 
     @property
     def accuracy(self) -> float:
         return self.n_correct / self.n_examples
 
 
-@torch.inference_mode()
 def evaluate(scorer: Scorer, task: Task, split: Split, batch_size: int = 32) -> Accuracy:
     """Count argmax-correct predictions on ``split`` with the model as it is (digital or chip)."""
+    correct = correct_examples(scorer, task, split, batch_size)
+    return Accuracy(n_correct=int(correct.sum()), n_examples=len(split), correct=correct)
+
+
+def correct_examples(
+    scorer: Scorer, task: Task, split: Split, batch_size: int = 32
+) -> torch.Tensor:
+    """``(len(split),)`` bool on the CPU: which examples the model gets right."""
+    batches = list(correct_batches(scorer, task, split, batch_size))
+    return torch.cat(batches) if batches else torch.zeros(0, dtype=torch.bool)
+
+
+@torch.inference_mode()
+def correct_batches(
+    scorer: Scorer, task: Task, split: Split, batch_size: int = 32
+) -> Iterator[torch.Tensor]:
+    """Per batch of ``split`` in order, a ``(batch,)`` bool CPU tensor of correct predictions;
+    a caller that stops early (a decided chip) evaluates no further batch."""
     # Each submodule's own mode is restored, not the scorer's: the loaded model is kept in eval
     # mode (no dropout) while its LoRA trains, and ``scorer.train(True)`` would switch it on.
     modes = {module: module.training for module in scorer.modules()}
@@ -30,13 +50,10 @@ def evaluate(scorer: Scorer, task: Task, split: Split, batch_size: int = 32) -> 
     try:
         prepared = scorer.prepare(task)
         labels = torch.tensor(split.labels)
-        correct = 0
         for start in range(0, len(split), batch_size):
             texts = split.texts[start : start + batch_size]
             logits = scorer(texts, task, prepared)  # (batch, n_labels)
-            predicted = logits.argmax(dim=-1).cpu()
-            correct += int((predicted == labels[start : start + batch_size]).sum())
+            yield logits.argmax(dim=-1).cpu() == labels[start : start + batch_size]
     finally:
         for module, training in modes.items():
             module.training = training
-    return Accuracy(n_correct=correct, n_examples=len(split))

@@ -21,11 +21,10 @@ import pandas as pd
 
 from cimsim.chip.cards import DeviceCard
 from cimsim.core.config import config_hash, to_dict
-from cimsim.runs.statistics import summarize
 from cimsim.core.errors import CimsimError
-from cimsim.runs.plots import plot_sweep, save_figure
-from cimsim.core.progress import Progress
 from cimsim.core.io import write_atomic
+from cimsim.core.progress import Progress
+from cimsim.runs.plots import plot_sweep, save_figure
 from cimsim.runs.results import (
     COMPARISON_FILE,
     CONFIG_FILE,
@@ -34,6 +33,7 @@ from cimsim.runs.results import (
     points_frame,
     read_points,
 )
+from cimsim.runs.statistics import summarize
 from cimsim.runs.sweep import SweepConfig, run_sweep
 
 STEM = "comparison"

@@ -35,14 +35,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from cimsim.core.config import field_value
-from cimsim.chip.cards import DEFAULT_CARD, DeviceCard, load_card
-from cimsim.core.errors import CimsimError
 from cimsim.adapters.lora import LoraConfig
+from cimsim.adapters.train import TrainConfig
+from cimsim.chip.cards import DEFAULT_CARD, DeviceCard, load_card
+from cimsim.core.config import field_value
+from cimsim.core.errors import CimsimError
 from cimsim.core.io import read_toml
 from cimsim.eval.config import EvalConfig
 from cimsim.runs.sweep import METHODS, SweepConfig, parse_axis
-from cimsim.adapters.train import TrainConfig
 
 _NESTED = {"lora": LoraConfig, "train": TrainConfig, "eval": EvalConfig}
 _SCALARS = {"model", "task", "method", "adapter", "card", "seed", "engine"}

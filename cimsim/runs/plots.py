@@ -8,13 +8,14 @@ its x axis.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from cimsim.runs.statistics import digital_accuracy, summarize, tolerance
+from cimsim.runs.statistics import digital_accuracy, summarize
 
 
 def plot_sweep(
@@ -26,12 +27,13 @@ def plot_sweep(
     budget: float | None = 0.01,
     title: str | None = None,
 ) -> Figure:
-    """Accuracy against the swept value, mean ± std over chip instances, one curve per method
-    and card.
+    """Accuracy against the swept value: every chip instance a dot, the mean over chips a line,
+    and a band from the lowest to the highest chip (it stays inside [0, 1], unlike mean ± std
+    on a bimodal spread), one curve per method and card.
 
     The digital (noise-free) accuracy of each method is a dashed line; ``chance`` a dotted one;
-    with a ``budget`` the tolerance (where mean accuracy leaves ``budget`` of digital) is marked.
-    Times spanning more than two decades are drawn on a log axis.
+    with a ``budget``, digital − budget is a dash-dotted line. Times spanning more than two
+    decades are drawn on a log axis.
     """
     if ax is None:
         figure = Figure(figsize=(6.4, 4.8), layout="constrained")
@@ -41,23 +43,40 @@ def plot_sweep(
     summary = summarize(points)
     if summary.empty:
         raise ValueError("no noisy points to plot")
+    noisy = points[points["card"] != "digital"]
+    steps = summary["value"].drop_duplicates().sort_values().diff().dropna()
+    jitter = 0.12 * float(steps.min()) if len(steps) else 0.0  # dots of one value side by side
     for (method, card), curve in summary.groupby(["method", "card"], sort=False):
         curve = curve.sort_values("value")
         n = int(curve["n"].min())
-        spread = curve["std"].fillna(0.0)
         name = method if summary["card"].nunique() == 1 else f"{method}, {card}"
-        line = ax.errorbar(
+        (line,) = ax.plot(
             curve["value"],
             curve["mean"],
-            yerr=spread,
             marker="o",
             markersize=4,
-            capsize=3,
-            label=f"{name}: mean ± std over {n} chip instance{'s' if n != 1 else ''}",
+            label=f"{name}: mean over {n} chip instance{'s' if n != 1 else ''}",
         )
-        colour = line[0].get_color()
+        colour = line.get_color()
         ax.fill_between(
-            curve["value"], curve["mean"] - spread, curve["mean"] + spread, color=colour, alpha=0.15
+            curve["value"],
+            curve["min"],
+            curve["max"],
+            color=colour,
+            alpha=0.15,
+            label=f"{name}: lowest to highest chip",
+        )
+        chips = noisy[(noisy["method"] == method) & (noisy["card"] == card)]
+        offsets = chips["instance"].astype(float)
+        offsets = (offsets - offsets.mean()) / max(float(offsets.max() - offsets.min()), 1.0)
+        ax.scatter(
+            chips["value"].astype(float) + jitter * offsets.to_numpy(),
+            chips["accuracy"].astype(float),
+            s=9,
+            color=colour,
+            alpha=0.6,
+            linewidths=0,
+            label=f"{name}: one chip instance",
         )
         digital = digital_accuracy(points, str(method))
         if digital is None:
@@ -70,17 +89,13 @@ def plot_sweep(
             label=f"{method}: digital (noise-free) {digital:.3f}",
         )
         if budget is not None:
-            tol = tolerance(curve, digital, budget)
-            if tol.bound == "interpolated":
-                symbol = "σ" if tol.field == "sigma" else tol.field
-                ax.axvline(
-                    tol.value,
-                    color=colour,
-                    linestyle=":",
-                    linewidth=1,
-                    label=f"{name}: tolerance {symbol} ≈ {tol.value:.3g} "
-                    f"(digital − {budget * 100:g} pt)",
-                )
+            ax.axhline(
+                digital - budget,
+                color=colour,
+                linestyle="-.",
+                linewidth=0.8,
+                label=f"{method}: digital − {budget * 100:g} pt (budget)",
+            )
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle=":", linewidth=1, label=f"chance {chance:.2f}")
     varied, unit = summary["varied"].iloc[0], summary["value_unit"].iloc[0]
@@ -124,6 +139,59 @@ def plot_training(log: pd.DataFrame, *, ax: Axes | None = None, title: str | Non
     ax.set_ylabel("loss (cross-entropy; the total adds the regulariser)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return figure
+
+
+def plot_yield(
+    yields: list[Any],
+    *,
+    field: str,
+    unit: str,
+    target: float,
+    certified: float | None,
+    confidence: float,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Yield against the field: the fraction of chips within budget with its Clopper-Pearson
+    band, the one-sided lower bound that certification compares, the target yield, and the
+    certified tolerance (``yields``: :class:`cimsim.runs.signoff.YieldPoint` in any order)."""
+    if ax is None:
+        figure = Figure(figsize=(6.4, 4.8), layout="constrained")
+        ax = figure.add_subplot()
+    else:
+        figure = ax.get_figure()  # type: ignore[assignment]
+    points = sorted(yields, key=lambda y: y.value)
+    x = [y.value for y in points]
+    chips = max((y.chips for y in points), default=0)
+    (line,) = ax.plot(
+        x, [y.estimate for y in points], marker="o", markersize=4,
+        label=f"yield: chips within budget / {chips} chips",
+    )  # fmt: skip
+    ax.fill_between(
+        x, [y.low for y in points], [y.high for y in points], color=line.get_color(), alpha=0.2,
+        label=f"{confidence:.0%} Clopper-Pearson interval",
+    )  # fmt: skip
+    ax.plot(
+        x, [y.lower_bound for y in points], linestyle="none", marker="^", markersize=5,
+        color=line.get_color(), label=f"one-sided {confidence:.0%} lower bound",
+    )  # fmt: skip
+    ax.axhline(target, color="black", linestyle="--", linewidth=1, label=f"target {target:.0%}")
+    symbol = "σ" if field == "sigma" else field
+    if certified is not None:
+        ax.axvline(
+            certified, color="tab:red", linestyle=":", linewidth=1.5,
+            label=f"certified tolerance {symbol} = {certified:.4g}",
+        )  # fmt: skip
+    if all(v == round(v) for v in x) and x and max(x) >= 2:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(f"{symbol} [{unit}]")
+    ax.set_ylabel("yield (fraction of chips)")
+    ax.set_ylim(-0.02, 1.05)
+    ax.grid(alpha=0.3)
+    figure.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
     return figure

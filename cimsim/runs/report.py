@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from cimsim.runs.statistics import Tolerance, digital_accuracy, summarize, tolerance
 from cimsim.core.errors import CimsimError
-from cimsim.runs.plots import plot_sweep, save_figure
 from cimsim.core.io import read_json, write_atomic
+from cimsim.runs.plots import plot_sweep, save_figure
 from cimsim.runs.results import (
     COMPARISON_FILE,
     CONFIG_FILE,
@@ -26,6 +25,8 @@ from cimsim.runs.results import (
     points_frame,
     read_points,
 )
+from cimsim.runs.signoff import Rule, YieldPoint, yield_point
+from cimsim.runs.statistics import Tolerance, digital_accuracy, summarize, tolerance
 
 FIGURE_STEM = "sweep"
 RECORD_PARTS = ("axis", "card", "model", "task")
@@ -42,6 +43,33 @@ class Report:
     figures: list[Path]
     varied: str
     unit: str
+    yields: list[YieldPoint] = dataclasses.field(default_factory=list)
+    """Per value: chips that pass the budget under ``rule`` and the yield's interval (empty for
+    folders whose rows do not pair chips with digital)."""
+    rule: Rule | None = None
+
+
+CONFIDENCE = 0.95
+"""The confidence of the sweep's per-chip pass rule and yield intervals."""
+
+
+def sweep_yields(
+    points: pd.DataFrame, budget: float, confidence: float = CONFIDENCE
+) -> tuple[Rule | None, list[YieldPoint]]:
+    """Per value, how many chips pass ``budget`` (:mod:`cimsim.runs.signoff`'s paired rule on
+    the sweep's test examples) with the yield's Clopper-Pearson interval; one method only."""
+    noisy = points[points["card"] != "digital"]
+    if noisy.empty or "broken" not in noisy or noisy["broken"].isna().any():
+        return None, []
+    if noisy["method"].nunique() != 1:
+        return None, []
+    rule = Rule.of(int(noisy["n_examples"].iloc[0]), budget, confidence)
+    yields = []
+    for value in sorted(noisy["value"].astype(float).unique()):
+        chips = noisy[noisy["value"] == value]
+        passes = int((chips["broken"] <= rule.max_broken).sum())
+        yields.append(yield_point(float(value), passes, len(chips), confidence))
+    return rule, yields
 
 
 def x_label(axis: dict, card: str) -> str:
@@ -100,4 +128,6 @@ def write_report(run_dir: Path, *, budget: float = 0.01) -> Report:
         )
         figures = save_figure(figure, run_dir / FIGURE_STEM)
     varied = str(axis.get("varied", "sigma"))
-    return Report(points, summary, digital, tol, figures, varied, str(axis.get("unit", "")))
+    rule, yields = sweep_yields(points, budget)
+    unit = str(axis.get("unit", ""))
+    return Report(points, summary, digital, tol, figures, varied, unit, yields, rule)

@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import platform
 import subprocess
 import sys
-import tempfile
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +51,8 @@ POINT_COLUMNS = (
     "accuracy",
     "n_correct",
     "n_examples",
+    "broken",
+    "fixed",
     "eval_seconds",
 )
 _PACKAGES = ("cimsim", "torch", "transformers", "peft", "aihwkit", "numpy", "scipy", "safetensors")
@@ -190,8 +189,9 @@ def points_frame(rows: list[dict[str, Any]]):  # -> pandas.DataFrame
 
     # Chip seeds are 60-bit integers: built column by column so that no float64 stage (NaN for
     # the digital row's missing seed) ever rounds them.
-    integer_columns = {"instance", "chip_seed", "n_correct", "n_examples"}
-    extra = sorted({key for row in rows for key in row} - set(POINT_COLUMNS))
+    integer_columns = {"instance", "chip_seed", "n_correct", "n_examples", "broken", "fixed"}
+    # The digital row's per-example results stay in points.jsonl only.
+    extra = sorted({key for row in rows for key in row} - set(POINT_COLUMNS) - {"correct"})
     at = POINT_COLUMNS.index("value_unit") + 1
     columns = [*POINT_COLUMNS[:at], *extra, *POINT_COLUMNS[at:]]
     return pd.DataFrame(

@@ -27,14 +27,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cimsim.core.config import config_hash, to_dict
-from cimsim.eval.config import EvalConfig
-from cimsim.chip.cards import DEFAULT_CARD, DeviceCard, load_card
-from cimsim.core.errors import CimsimError
 from cimsim.adapters.lora import LoraConfig
+from cimsim.adapters.train import TrainConfig
+from cimsim.chip.cards import DEFAULT_CARD, DeviceCard, load_card
+from cimsim.core.config import config_hash, to_dict
+from cimsim.core.errors import CimsimError
+from cimsim.core.io import append_point, read_json, write_atomic
 from cimsim.core.progress import Progress, Silent
 from cimsim.core.ranges import check_chips, parse_range
-from cimsim.core.io import append_point, read_json, write_atomic
+from cimsim.eval.config import EvalConfig
 from cimsim.runs.results import (
     COMPARISON_FILE,
     CONFIG_FILE,
@@ -46,7 +47,6 @@ from cimsim.runs.results import (
     points_frame,
     read_points,
 )
-from cimsim.adapters.train import TrainConfig
 
 METHODS = ("lora", "noise-aware", "halora", "none")
 ENGINES = ("cimsim", "aihwkit")
@@ -65,7 +65,8 @@ class SweepConfig:
     """Registered task name or a local .jsonl/.csv file with text,label."""
     method: str = "lora"
     """How the adapter is trained (cached): 'lora' (ideal base), 'noise-aware' (noisy base),
-    'halora' (both + spectral regulariser; cimsim.adapters.objectives); 'none': the base model alone."""
+    'halora' (both + spectral regulariser; cimsim.adapters.objectives); 'none': the base model
+    alone."""
     adapter: str | None = None
     """A peft LoRA adapter directory to evaluate instead of training one."""
     card: str = DEFAULT_CARD
@@ -207,7 +208,9 @@ def _prepare_run_dir(
 
 
 @contextlib.contextmanager
-def _chip(loaded: Any, scorer: Any, card: DeviceCard, seed: int, engine: str) -> Iterator[Any]:
+def programmed(
+    loaded: Any, scorer: Any, card: DeviceCard, seed: int, engine: str
+) -> Iterator[Any]:
     """A scorer whose model runs as chip ``seed`` of ``card`` on ``engine``."""
     if engine == "cimsim":
         from cimsim.chip.deploy import deploy
@@ -223,41 +226,46 @@ def _chip(loaded: Any, scorer: Any, card: DeviceCard, seed: int, engine: str) ->
     yield make_scorer(dataclasses.replace(loaded, model=analog), scorer.max_length)
 
 
-def run_sweep(
-    config: SweepConfig,
-    out_dir: Path,
-    *,
-    cache_dir: Path,
-    card: DeviceCard | None = None,
-    progress: Progress | None = None,
-) -> Path:
-    """Run (or resume) the sweep into ``out_dir``; returns ``out_dir``. ``card`` is
-    ``config.resolve_card()`` when the caller has it (resolved here otherwise)."""
-    from cimsim.chip.deploy import undeploy
-    from cimsim.eval.evaluate import evaluate
-    from cimsim.adapters.lora import load_adapter
-    from cimsim.eval.models import load_model
-    from cimsim.eval.scoring import make_scorer
-    from cimsim.eval.tasks import load_task
-    from cimsim.adapters.train import trained_adapter
+@dataclasses.dataclass
+class Deployment:
+    """What every point of a run evaluates: the task and its test subset, the model with its
+    adapter, and the scorer."""
 
-    progress = progress or Silent()
-    # Before any work: a bad card or value fails at once.
-    card = card if card is not None else config.resolve_card()
+    task: Any
+    test: Any
+    loaded: Any
+    scorer: Any
+    adapter_dir: Path | None
+    adapter_record: dict[str, Any] | None
+
+
+def check_card(config: SweepConfig, card: DeviceCard) -> DeviceCard | None:
+    """Refuse, before any work, what the engine cannot simulate; return the training noise's
+    card (None for methods that train without noise)."""
     if config.engine == "aihwkit":
         from cimsim.chip.aihwkit_engine import rpu_config
 
-        for value in config.values:  # refuses what aihwkit cannot simulate, also before any work
+        for value in config.values:
             rpu_config(card.with_value(config.vary, value))
     noisy_training = config.method in ("noise-aware", "halora")
-    train_card = config.train.load_noise_card() if noisy_training else None
-    record, rows = _prepare_run_dir(config, card, out_dir)
-    done = {tuple(r[key] for key in SWEEP_POINT) for r in rows}
+    return config.train.load_noise_card() if noisy_training else None
+
+
+def load_deployment(
+    config: SweepConfig,
+    train_card: DeviceCard | None,
+    cache_dir: Path,
+    progress: Progress,
+) -> Deployment:
+    """Load the task, the model and its adapter (trained and cached, or from a path)."""
+    from cimsim.adapters.lora import load_adapter
+    from cimsim.adapters.train import trained_adapter
+    from cimsim.eval.models import load_model
+    from cimsim.eval.scoring import make_scorer
+    from cimsim.eval.tasks import load_task
 
     task = load_task(config.task, cache_dir=cache_dir)
     test = task.test.subset(config.eval.test_size, seed=config.seed)
-    if rows:
-        progress.log(f"resuming {out_dir}: {len(rows)} finished points are kept")
     progress.log(f"loading model {config.model}")
     loaded = load_model(config.model, device=config.compute_device)
     scorer = make_scorer(loaded, config.eval.max_length)
@@ -273,43 +281,104 @@ def run_sweep(
             loaded, scorer, task, lora, config.train, cache_dir, progress, config.method,
             card=train_card,
         )
-    if adapter_dir is not None and not (out_dir / "adapter").exists():
-        # Copied whole or not at all: an interrupted copy leaves only the partial folder, which
-        # the next run replaces.
-        partial = out_dir / ".adapter.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(adapter_dir, partial)
-        partial.rename(out_dir / "adapter")
+    return Deployment(task, test, loaded, scorer, adapter_dir, adapter_record)
+
+
+def copy_adapter(deployment: Deployment, out_dir: Path) -> None:
+    """The evaluated adapter into ``out_dir/adapter``, copied whole or not at all: an
+    interrupted copy leaves only the partial folder, which the next run replaces."""
+    if deployment.adapter_dir is None or (out_dir / "adapter").exists():
+        return
+    partial = out_dir / ".adapter.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(deployment.adapter_dir, partial)
+    partial.rename(out_dir / "adapter")
+
+
+def describe(config: SweepConfig, card: DeviceCard, deployment: Deployment) -> dict[str, Any]:
+    """The parts of a run's config.json that say what was evaluated: card, model, task, axis."""
+    loaded, task = deployment.loaded, deployment.task
+    return {
+        "card": card.to_dict(),
+        "model": {
+            "name": loaded.name,
+            "kind": loaded.kind,
+            "source": loaded.source,
+            "path": loaded.path,
+            "fingerprint": loaded.fingerprint,
+            "params": loaded.n_params,
+        },
+        "task": {
+            "name": task.name,
+            "source": task.source,
+            "fingerprint": task.fingerprint,
+            "label_names": list(task.label_names),
+            "n_train": len(task.train),
+            "n_test": len(task.test),
+            "n_eval": len(deployment.test),
+        },
+        "axis": {
+            "varied": config.vary,
+            "unit": card.unit(config.vary),
+            "noise_model": card.noise.name,
+            "sigma_unit": card.noise.sigma_unit,
+            "formula": (type(card.noise).__doc__ or "").strip(),
+            "chip_seed_rule": "sha256(f'{seed}/{card}/{field}={value!r}/{instance}')[:15 hex]",
+        },
+        "adapter": deployment.adapter_record,
+    }
+
+
+def pack_bits(correct: Any) -> str:
+    """A bool vector as hex (bit i of the vector is bit i of the bytes, little-endian)."""
+    import numpy as np
+
+    return np.packbits(np.asarray(correct, dtype=bool), bitorder="little").tobytes().hex()
+
+
+def unpack_bits(text: str, n: int) -> Any:
+    """:func:`pack_bits`'s inverse: an ``(n,)`` numpy bool vector."""
+    import numpy as np
+
+    raw = np.frombuffer(bytes.fromhex(text), dtype=np.uint8)
+    return np.unpackbits(raw, bitorder="little")[:n].astype(bool)
+
+
+def run_sweep(
+    config: SweepConfig,
+    out_dir: Path,
+    *,
+    cache_dir: Path,
+    card: DeviceCard | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Run (or resume) the sweep into ``out_dir``; returns ``out_dir``. ``card`` is
+    ``config.resolve_card()`` when the caller has it (resolved here otherwise).
+
+    Every row records, against the digital reference on the same examples, how many examples
+    the chip ``broken`` (digital right, chip wrong) and ``fixed`` (the reverse); the digital
+    row keeps its per-example results (``correct``, :func:`pack_bits`) so a resumed run pairs
+    new chips with the same reference."""
+    from cimsim.chip.deploy import undeploy
+    from cimsim.eval.evaluate import evaluate
+
+    progress = progress or Silent()
+    # Before any work: a bad card or value fails at once.
+    card = card if card is not None else config.resolve_card()
+    train_card = check_card(config, card)
+    record, rows = _prepare_run_dir(config, card, out_dir)
+    done = {tuple(r[key] for key in SWEEP_POINT) for r in rows}
+    if rows:
+        progress.log(f"resuming {out_dir}: {len(rows)} finished points are kept")
+    deployment = load_deployment(config, train_card, cache_dir, progress)
+    loaded, scorer, task, test = (
+        deployment.loaded, deployment.scorer, deployment.task, deployment.test
+    )
+    copy_adapter(deployment, out_dir)
 
     record.setdefault("schema", SCHEMA_VERSION)
     record.setdefault("config", to_dict(config))
-    record["card"] = card.to_dict()
-    record["model"] = {
-        "name": loaded.name,
-        "kind": loaded.kind,
-        "source": loaded.source,
-        "path": loaded.path,
-        "fingerprint": loaded.fingerprint,
-        "params": loaded.n_params,
-    }
-    record["task"] = {
-        "name": task.name,
-        "source": task.source,
-        "fingerprint": task.fingerprint,
-        "label_names": list(task.label_names),
-        "n_train": len(task.train),
-        "n_test": len(task.test),
-        "n_eval": len(test),
-    }
-    record["axis"] = {
-        "varied": config.vary,
-        "unit": card.unit(config.vary),
-        "noise_model": card.noise.name,
-        "sigma_unit": card.noise.sigma_unit,
-        "formula": (type(card.noise).__doc__ or "").strip(),
-        "chip_seed_rule": "sha256(f'{seed}/{card}/{field}={value!r}/{instance}')[:15 hex]",
-    }
-    record["adapter"] = adapter_record
+    record.update(describe(config, card, deployment))
     record.setdefault("sessions", []).append({"started": time.time(), **environment()})
     write_atomic(out_dir / CONFIG_FILE, json.dumps(record, indent=2, default=str) + "\n")
 
@@ -337,21 +406,29 @@ def run_sweep(
             "n_examples": result.n_examples,
             "eval_seconds": round(time.perf_counter() - started, 3),
         }
+        if reference is not None and row["card"] != "digital" and result.correct is not None:
+            chip = result.correct.numpy()
+            row["broken"] = int((reference & ~chip).sum())
+            row["fixed"] = int((~reference & chip).sum())
         append_point(out_dir / POINTS_FILE, row)
         rows.append(row)
         write_atomic(out_dir / RESULTS_CSV, points_frame(rows).to_csv(index=False))
         progress.advance()
 
+    reference = _reference(rows, len(test))  # the digital row's per-example results, if kept
     if need_digital:
         started = time.perf_counter()
         result = evaluate(scorer, task, test, config.eval.batch_size)
+        assert result.correct is not None  # evaluate always records the examples
+        reference = result.correct.numpy()
         digital = {"card": "digital", "noise_model": "digital", "value": None, "instance": -1}
-        finish(result, started, {**digital, "value_unit": "", "sigma": None, "chip_seed": None})
+        digital.update(value_unit="", sigma=None, chip_seed=None, correct=pack_bits(reference))
+        finish(result, started, digital)
     for value, instance in pending:
         point_card = card.with_value(config.vary, value)
         seed = chip_seed(config.seed, card.name, config.vary, value, instance)
         started = time.perf_counter()
-        with _chip(loaded, scorer, point_card, seed, config.engine) as chip_scorer:
+        with programmed(loaded, scorer, point_card, seed, config.engine) as chip_scorer:
             result = evaluate(chip_scorer, task, test, config.eval.batch_size)
         row = {
             "card": card.name,
@@ -369,3 +446,11 @@ def run_sweep(
     undeploy(loaded.model)
     write_atomic(out_dir / RESULTS_CSV, points_frame(rows).to_csv(index=False))
     return out_dir
+
+
+def _reference(rows: list[dict[str, Any]], n: int) -> Any:
+    """The digital row's per-example results (None in a folder written without them)."""
+    for row in rows:
+        if row.get("card") == "digital" and isinstance(row.get("correct"), str):
+            return unpack_bits(row["correct"], n)
+    return None

@@ -32,12 +32,9 @@ def train_to_folder(
     ``training_log.csv`` (loss parts per step) and ``loss.png``/``.pdf`` in ``out_dir``."""
     import pandas as pd
 
-    from cimsim.adapters.objectives import OBJECTIVES
-    from cimsim.core.io import write_atomic
     from cimsim.eval.models import load_model
     from cimsim.eval.scoring import make_scorer
     from cimsim.eval.tasks import load_task
-    from cimsim.runs.plots import plot_training, save_figure
 
     if method not in OBJECTIVES:
         raise CimsimError(f"unknown method '{method}'; choose one of: {', '.join(OBJECTIVES)}")

@@ -1,0 +1,459 @@
+"""Sign-off: the certified tolerance of a deployment, from chips judged against a budget.
+
+``run_tolerance(config, out_dir)`` loads the deployment once (as a sweep does), evaluates the
+digital reference, then judges chip instances at values of the searched field with the rule of
+:mod:`cimsim.runs.signoff` (a chip passes when the exact upper bound on its paired accuracy drop
+is within the budget). Two ways of choosing chips:
+
+* ``common`` (default): chip ``i`` has one seed at every value, so for the Gaussian models
+  (``w + σ·s·z``) it is one fixed pattern ``z`` whose size the field scales; stuck-at masks are
+  one set of uniform draws compared with the rate (a device stuck at one rate stays stuck at
+  every larger one); levels, bits and times change the programming or the periphery of the same
+  draws. Each chip then has one threshold, the last value (from most to least favourable) at
+  which it passes, and the yield curve is the survival function of the thresholds. This assumes
+  a chip that fails at a value fails at every less favourable one; ``search = "grid"``
+  evaluates every value and shows where that does not hold.
+* ``independent``: each (value, chip) is a fresh programming event, the sweep's chips
+  (:func:`cimsim.runs.sweep.chip_seed`): an honest per-value spread, no thresholds.
+
+Two searches: ``bisect`` (common chips only) finds each chip's threshold with about log2(values)
+evaluations; ``grid`` evaluates every chip at every value. With ``early_stop`` a chip's
+evaluation ends as soon as the full test set's decision is determined (:func:`signoff.decide`),
+so the answer is the one evaluating every example would give, with fewer example evaluations;
+without it every chip runs on every example and its accuracy is recorded (the k-th percentile
+chip needs that).
+
+Files in the results folder (schema ``cimsim.tolerance/1``): ``config.json``; ``points.jsonl``
+and ``results.csv``, one row per chip decision (value, instance, chip seed, passed, broken,
+fixed, examples used; accuracy when complete) plus the digital row with its per-example results;
+``yield.csv`` (per value: passes, chips, yield, interval, lower bound, certified),
+``summary.json`` (the rule, the certified tolerance or why none, the test set's resolution,
+chips and examples used); ``yield.png``/``.pdf``. Re-running resumes; ``cimsim plot`` redraws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from cimsim.chip.cards import DeviceCard
+from cimsim.core.config import config_hash, to_dict
+from cimsim.core.errors import CimsimError
+from cimsim.core.io import append_point, read_json, write_atomic
+from cimsim.core.progress import Progress, Silent
+from cimsim.runs import signoff
+from cimsim.runs.results import CONFIG_FILE, POINTS_FILE, RESULTS_CSV, environment, read_points
+from cimsim.runs.statistics import LARGER_IS_BETTER
+from cimsim.runs.sweep import (
+    SweepConfig,
+    check_card,
+    chip_seed,
+    copy_adapter,
+    describe,
+    load_deployment,
+    pack_bits,
+    programmed,
+)
+
+SCHEMA = "cimsim.tolerance/1"
+SEARCHES = ("bisect", "grid")
+CHIPS = ("common", "independent")
+POINT = ("card", "varied", "value", "instance")
+YIELD_CSV, SUMMARY_JSON, FIGURE_STEM = "yield.csv", "summary.json", "yield"
+
+
+@dataclasses.dataclass(frozen=True)
+class SignoffConfig:
+    """What a chip must meet and how sure the answer must be."""
+
+    budget: float = 0.01
+    """Largest accuracy drop from digital a chip may have, as a fraction (0.01 = 1 point)."""
+    target_yield: float = 0.9
+    """Fraction of chips that must meet the budget."""
+    confidence: float = 0.95
+    """Confidence of every bound: the per-chip rule and the yield's lower bound."""
+    search: str = "bisect"
+    """'bisect': each common chip's threshold by bisection; 'grid': every value."""
+    chips: str = "common"
+    """'common': one seed per chip at every value; 'independent': fresh chips per value."""
+    early_stop: bool = True
+    """Stop a chip's evaluation once its pass/fail on the full test set is determined."""
+    percentile: float = 0.05
+    """The k-th percentile chip reported (with complete evaluations): 0.05 is the 5th."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.budget < 1:
+            raise CimsimError(f"--budget is in points, above 0 and below 100; got {self.budget}")
+        if not 0 < self.target_yield < 1:
+            raise CimsimError(f"--yield must be in (0, 1), got {self.target_yield}")
+        if not 0.5 <= self.confidence < 1:
+            raise CimsimError(f"--confidence must be in [0.5, 1), got {self.confidence}")
+        if self.search not in SEARCHES:
+            raise CimsimError(f"--search is one of {', '.join(SEARCHES)}, got '{self.search}'")
+        if self.chips not in CHIPS:
+            raise CimsimError(f"--chips-mode is one of {', '.join(CHIPS)}, got '{self.chips}'")
+        if self.search == "bisect" and self.chips != "common":
+            raise CimsimError("bisection needs common chips: use --search grid for independent")
+        if not 0 < self.percentile < 1:
+            raise CimsimError(f"percentile must be in (0, 1), got {self.percentile}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ToleranceConfig:
+    """A deployment (a sweep's config: its values are the search grid, its instances the chips)
+    and what it must meet."""
+
+    sweep: SweepConfig = SweepConfig()
+    signoff: SignoffConfig = SignoffConfig()
+
+    def __post_init__(self) -> None:
+        if self.sweep.engine != "cimsim":
+            raise CimsimError("the sign-off runs on cimsim's engine (--engine cimsim)")
+
+    def ordered_values(self) -> list[float]:
+        """The grid from the most to the least favourable value."""
+        better = self.sweep.vary in LARGER_IS_BETTER
+        return sorted(set(self.sweep.values), reverse=better)
+
+    def default_out_dir(self, card: DeviceCard, root: Path = Path("runs")) -> Path:
+        """``runs/tolerance-<model>-<task>-<method>-<card>[-<field>]-<hash>``."""
+        sweep = self.sweep.default_out_dir(card, root)
+        return root / f"tolerance-{sweep.name}-{config_hash(to_dict(self.signoff), 6)}"
+
+    def seed_of(self, card: str, value: float, instance: int) -> int:
+        sweep = self.sweep
+        if self.signoff.chips == "independent":
+            return chip_seed(sweep.seed, card, sweep.vary, value, instance)
+        return common_chip_seed(sweep.seed, card, sweep.vary, instance)
+
+
+def common_chip_seed(seed: int, card: str, field: str, instance: int) -> int:
+    """Chip ``instance``'s seed at every value of ``field``: ``sha256(f"{seed}/{card}/{field}/
+    common/{instance}")``, 60 bits (disjoint from the sweep's per-value chips)."""
+    key = f"{seed}/{card}/{field}/common/{instance}"
+    return int(hashlib.sha256(key.encode()).hexdigest()[:15], 16)
+
+
+def run_tolerance(
+    config: ToleranceConfig,
+    out_dir: Path,
+    *,
+    cache_dir: Path,
+    card: DeviceCard | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Run (or resume) the sign-off into ``out_dir`` and write its summary; returns
+    ``out_dir``. ``card`` is ``config.sweep.resolve_card()`` when the caller has it."""
+    from cimsim.chip.deploy import undeploy
+    from cimsim.eval.evaluate import correct_batches, correct_examples
+
+    progress = progress or Silent()
+    sweep = config.sweep
+    card = card if card is not None else sweep.resolve_card()
+    train_card = check_card(sweep, card)
+    record, rows = _prepare(config, out_dir)
+    if rows:
+        progress.log(f"resuming {out_dir}: {len(rows)} finished decisions are kept")
+    started = time.perf_counter()
+    deployment = load_deployment(sweep, train_card, cache_dir, progress)
+    copy_adapter(deployment, out_dir)
+    record.update(describe(sweep, card, deployment))
+    record["axis"]["chip_seed_rule"] = (
+        "sha256(f'{seed}/{card}/{field}/common/{instance}')[:15 hex]"
+        if config.signoff.chips == "common"
+        else record["axis"]["chip_seed_rule"]
+    )
+    record.setdefault("sessions", []).append({"started": time.time(), **environment()})
+    write_atomic(out_dir / CONFIG_FILE, json.dumps(record, indent=2, default=str) + "\n")
+    loaded, scorer, task, test = (
+        deployment.loaded, deployment.scorer, deployment.task, deployment.test
+    )  # fmt: skip
+    batch = sweep.eval.batch_size
+    rule = signoff.Rule.of(len(test), config.signoff.budget, config.signoff.confidence)
+    base = {"model": sweep.model, "task": sweep.task, "method": sweep.method, "varied": sweep.vary}
+    done = {tuple(r[k] for k in POINT): r for r in rows}
+
+    digital_key = ("digital", sweep.vary, None, -1)
+    reference = correct_examples(scorer, task, test, batch).numpy()  # (n,) digital right
+    if digital_key in done:
+        stored = done[digital_key].get("correct")
+        if stored != pack_bits(reference):
+            raise CimsimError(f"{out_dir}: the digital reference differs from the stored one")
+    else:
+        n_right = int(reference.sum())
+        digital: dict[str, Any] = {
+            **base, "card": "digital", "value": None, "instance": -1, "chip_seed": None,
+            "n_correct": n_right, "n_examples": len(test), "accuracy": n_right / len(test),
+            "correct": pack_bits(reference),
+        }  # fmt: skip
+        append_point(out_dir / POINTS_FILE, digital)
+        rows.append(digital)
+    # digital-right examples from position i on: the most a chip can still break after i
+    right_after = [int(reference[i:].sum()) for i in range(len(test) + 1)]
+
+    def judge(value: float, instance: int) -> bool:
+        key = (card.name, sweep.vary, value, instance)
+        if key in done:
+            return bool(done[key]["passed"])
+        point_card = card.with_value(sweep.vary, value)
+        seed = config.seed_of(card.name, value, instance)
+        began = time.perf_counter()
+        broken = fixed = used = 0
+        decision: bool | None = None
+        with programmed(loaded, scorer, point_card, seed, "cimsim") as chip_scorer:
+            for batch_correct in correct_batches(chip_scorer, task, test, batch):
+                chip = batch_correct.numpy()
+                right = reference[used : used + len(chip)]
+                broken += int((right & ~chip).sum())
+                fixed += int((~right & chip).sum())
+                used += len(chip)
+                if config.signoff.early_stop:
+                    decision = signoff.decide(rule, broken, right_after[used])
+                    if decision is not None:
+                        break
+        passed = broken <= rule.max_broken if decision is None else decision
+        row: dict[str, Any] = {
+            **base,
+            "card": card.name,
+            "noise_model": card.noise.name,
+            "value": value,
+            "value_unit": card.unit(sweep.vary),
+            "sigma": point_card.noise.sigma,
+            "instance": instance,
+            "chip_seed": seed,
+            "passed": passed,
+            "broken": broken,
+            "fixed": fixed,
+            "n_used": used,
+            "n_examples": len(test),
+            "eval_seconds": round(time.perf_counter() - began, 3),
+        }
+        if used == len(test):  # evaluated on every example: its accuracy is known
+            row["n_correct"] = int(reference.sum()) - broken + fixed
+            row["accuracy"] = row["n_correct"] / len(test)
+        append_point(out_dir / POINTS_FILE, row)
+        rows.append(row)
+        done[key] = row
+        progress.advance()
+        return passed
+
+    values = config.ordered_values()
+    progress.stage(f"judging {sweep.instances} chips ({config.signoff.search})", sweep.instances)
+    for instance in range(sweep.instances):
+        if config.signoff.search == "bisect":
+            lo, hi = -1, len(values)  # passes at index lo (or before the grid), fails at hi
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if judge(values[mid], instance):
+                    lo = mid
+                else:
+                    hi = mid
+        else:
+            for value in values:
+                judge(value, instance)
+    undeploy(loaded.model)
+    elapsed = time.perf_counter() - started
+    write_tolerance_report(out_dir, seconds=elapsed)
+    return out_dir
+
+
+def _prepare(config: ToleranceConfig, out_dir: Path) -> tuple[dict[str, Any], list[dict]]:
+    """The folder's record and finished rows; the same config is required to resume (the
+    number of chips may grow)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CimsimError(f"cannot use {out_dir} as the results folder: {err.strerror}") from None
+    record: dict[str, Any] = {"schema": SCHEMA, "config": to_dict(config)}
+    if (out_dir / CONFIG_FILE).exists():
+        stored = read_json(out_dir / CONFIG_FILE)
+        if stored.get("schema") != SCHEMA:
+            raise CimsimError(f"{out_dir} holds a '{stored.get('schema')}' run, not a sign-off")
+        old, new = stored.get("config"), to_dict(config)
+        if not isinstance(old, dict) or not isinstance(old.get("sweep"), dict):
+            raise CimsimError(f"{out_dir / CONFIG_FILE} is damaged: no sign-off config")
+        grow = {**new, "sweep": {**new["sweep"], "instances": old["sweep"].get("instances")}}
+        if grow != old:
+            raise CimsimError(
+                f"{out_dir} holds a sign-off with another config; choose another --out"
+            )
+        record = {**stored, "config": new}
+    elif (out_dir / POINTS_FILE).exists():
+        raise CimsimError(f"{out_dir} has {POINTS_FILE} but no {CONFIG_FILE}; choose another --out")
+    return record, read_points(out_dir / POINTS_FILE, repair=True, required=("card",), unique=POINT)
+
+
+@dataclasses.dataclass(frozen=True)
+class ToleranceReport:
+    rule: signoff.Rule
+    yields: list[signoff.YieldPoint]
+    """Per value, from the most to the least favourable."""
+    certified: signoff.YieldPoint | None
+    reasons: list[str]
+    """Why nothing (or nothing further) is certified, with the numbers needed."""
+    percentiles: list[dict[str, float]]
+    summary: dict[str, Any]
+    figures: list[Path]
+    unit: str
+    field: str
+
+    @property
+    def larger_is_better(self) -> bool:
+        """Resolution fields (bits, levels): a smaller certified value is the better chip."""
+        return self.field in LARGER_IS_BETTER
+
+
+def write_tolerance_report(run_dir: Path, *, seconds: float | None = None) -> ToleranceReport:
+    """``results.csv``, ``yield.csv``, ``summary.json`` and the yield figure, from the folder's
+    files alone (``seconds``: the run's wall time, kept in the summary)."""
+    import pandas as pd
+
+    from cimsim.runs.plots import plot_yield, save_figure
+    from cimsim.runs.results import points_frame
+
+    record = read_json(run_dir / CONFIG_FILE)
+    if record.get("schema") != SCHEMA:
+        raise CimsimError(f"{run_dir} holds a '{record.get('schema')}' run, not a sign-off")
+    config = _config_from(record, run_dir)
+    rows = read_points(run_dir / POINTS_FILE, required=("card",), unique=POINT)
+    digital = [r for r in rows if r.get("card") == "digital"]
+    chips = [r for r in rows if r.get("card") != "digital"]
+    if not digital or not chips:
+        raise CimsimError(f"{run_dir / POINTS_FILE} holds no chip decision yet")
+    n = int(digital[0]["n_examples"])
+    s = config.signoff
+    rule = signoff.Rule.of(n, s.budget, s.confidence)
+    values = config.ordered_values()
+    instances = sorted({int(r["instance"]) for r in chips})
+    decided = {(float(r["value"]), int(r["instance"])): bool(r["passed"]) for r in chips}
+    yields = []
+    for index, value in enumerate(values):
+        if s.search == "bisect":  # a chip's threshold: its last passing value in the order
+            passes = sum(_threshold(decided, values, i) >= index for i in instances)
+            total = len(instances)
+        else:
+            judged = [decided[(value, i)] for i in instances if (value, i) in decided]
+            passes, total = sum(judged), len(judged)
+        if total:
+            yields.append(signoff.yield_point(value, passes, total, s.confidence))
+    best = signoff.certified(yields, s.target_yield)
+    reasons = _reasons(rule, yields, best, s, len(instances))
+    percentiles = []
+    for value in values:
+        complete = [r for r in chips if float(r["value"]) == value and "accuracy" in r]
+        if complete and len(complete) == len([r for r in chips if float(r["value"]) == value]):
+            estimate, low, high = signoff.percentile_chip(
+                [float(r["accuracy"]) for r in complete], s.percentile, s.confidence
+            )
+            percentiles.append(
+                {"value": value, "chips": len(complete), "accuracy": estimate, "low": low,
+                 "high": high}
+            )  # fmt: skip
+    used = sum(int(r["n_used"]) for r in chips) + n
+    summary = {
+        "rule": rule.text(),
+        "budget_points": 100 * s.budget,
+        "target_yield": s.target_yield,
+        "confidence": s.confidence,
+        "search": s.search,
+        "chips_mode": s.chips,
+        "early_stop": s.early_stop,
+        "percentile": s.percentile,
+        "chips": len(instances),
+        "test_examples": n,
+        "resolution_points": 100 * signoff.resolution(n, s.confidence),
+        "chips_needed_at_all_pass": signoff.chips_needed(s.target_yield, s.confidence),
+        "certified_value": best.value if best else None,
+        "certified_yield_lower_bound": best.lower_bound if best else None,
+        "not_certified_because": reasons,
+        "field": config.sweep.vary,
+        "unit": record["axis"]["unit"],
+        "decisions": len(chips),
+        "example_evaluations": used,
+        "full_grid_example_evaluations": len(values) * len(instances) * n + n,
+        "digital_accuracy": float(digital[0]["accuracy"]),
+    }
+    if seconds is not None:
+        summary["seconds"] = round(seconds, 1)
+    elif (run_dir / SUMMARY_JSON).exists():
+        summary["seconds"] = read_json(run_dir / SUMMARY_JSON).get("seconds")
+    table = pd.DataFrame(
+        [
+            {**dataclasses.asdict(y), "yield": y.estimate, "certified": best is not None
+             and values.index(y.value) <= values.index(best.value)}
+            for y in yields
+        ]
+    )  # fmt: skip
+    write_atomic(run_dir / RESULTS_CSV, points_frame(rows).to_csv(index=False))
+    write_atomic(run_dir / YIELD_CSV, table.to_csv(index=False))
+    write_atomic(run_dir / SUMMARY_JSON, json.dumps(summary, indent=2) + "\n")
+    unit = str(record["axis"]["unit"])
+    figure = plot_yield(
+        yields,
+        field=config.sweep.vary,
+        unit=unit,
+        target=s.target_yield,
+        certified=best.value if best else None,
+        confidence=s.confidence,
+        title=f"{record['model'].get('name', '')} on {record['task'].get('name', '')}: chips "
+        f"within {100 * s.budget:g} pt of digital ({record['card'].get('name', '')} card)",
+    )
+    figures = save_figure(figure, run_dir / FIGURE_STEM)
+    return ToleranceReport(
+        rule, yields, best, reasons, percentiles, summary, figures, unit, config.sweep.vary
+    )
+
+
+def _threshold(decided: dict[tuple[float, int], bool], values: list[float], instance: int) -> int:
+    """Chip ``instance``'s last passing index under bisection's assumption (monotone): the
+    largest index it passed below the smallest index it failed (-1: it failed the first)."""
+    fails = [i for i, v in enumerate(values) if decided.get((v, instance)) is False]
+    first_fail = min(fails) if fails else len(values)
+    passes = [i for i, v in enumerate(values[:first_fail]) if decided.get((v, instance))]
+    return max(passes) if passes else -1
+
+
+def _reasons(
+    rule: signoff.Rule,
+    yields: list[signoff.YieldPoint],
+    best: signoff.YieldPoint | None,
+    s: SignoffConfig,
+    chips: int,
+) -> list[str]:
+    """Plain statements of what keeps the certified tolerance where it is."""
+    reasons = []
+    if rule.max_broken < 0:
+        needed = math.ceil(math.log(1 - s.confidence) / math.log(1 - s.budget))
+        reasons.append(
+            f"{rule.n} test examples cannot certify a drop of {100 * s.budget:g} points at "
+            f"{s.confidence:.0%} confidence (resolution "
+            f"{100 * signoff.resolution(rule.n, s.confidence):.3g} points): at least {needed} "
+            "are needed"
+        )
+    needed_chips = signoff.chips_needed(s.target_yield, s.confidence)
+    if chips < needed_chips:
+        reasons.append(
+            f"{chips} chips cannot certify {s.target_yield:.0%} yield at {s.confidence:.0%} "
+            f"confidence: at least {needed_chips} are needed"
+        )
+    elif yields and (best is None or best is not yields[-1]):
+        miss = yields[0] if best is None else yields[yields.index(best) + 1]
+        need = signoff.passes_needed(miss.chips, s.target_yield, s.confidence)
+        reasons.append(
+            f"at {miss.value:.4g} {miss.passes} of {miss.chips} chips pass; {need} are needed"
+        )
+    return reasons
+
+
+def _config_from(record: dict[str, Any], run_dir: Path) -> ToleranceConfig:
+    from cimsim.core.config import from_dict
+
+    try:
+        return from_dict(ToleranceConfig, record["config"])
+    except (KeyError, TypeError, ValueError, CimsimError) as err:
+        raise CimsimError(f"{run_dir / CONFIG_FILE} is damaged: {err}") from None
