@@ -1,12 +1,14 @@
 """Sign-off cost: the full grid on the full test set against bisection with early decisions.
 
-    .venv/bin/python benchmarks/signoff.py                 # MiniLM + LoRA, BBC News, 50 chips
+    .venv/bin/python benchmarks/signoff.py experiments/signoff/signoff-default.toml
 
-Both runs judge the same common chips of the same deployment against the same rule (budget,
-target yield, confidence); (a) evaluates every chip at every grid value on every test example,
-(b) bisects each chip's threshold and stops a chip's evaluation once its decision on the full
-test set is determined. It prints a Markdown table and writes ``results/signoff-<model>.json``
-(example evaluations, wall time, the certified tolerance of each, whether they agree).
+Both runs judge the same common chips of the experiment file's deployment against its rule
+(budget, target yield, confidence): (b) is the file's own sign-off (bisection of each chip's
+threshold, early decisions), (a) the same chips at every grid value on every test example. The
+results folders are kept under ``--work`` (``runs/benchmark-signoff/`` by default): ``cimsim run
+FILE --out <work>/adaptive`` then publishes (b) without evaluating anything again. It prints a
+Markdown table and writes ``results/signoff-<name>.json`` (example evaluations, wall time, the
+certified tolerance of each, whether they agree).
 """
 
 from __future__ import annotations
@@ -16,16 +18,13 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from cimsim.core.paths import default_cache_dir
-from cimsim.core.ranges import parse_range
-from cimsim.eval.config import EvalConfig
+from cimsim.runs.experiments import load_experiment
 from cimsim.runs.results import environment
-from cimsim.runs.sweep import SweepConfig
-from cimsim.runs.tolerance import SignoffConfig, ToleranceConfig, run_tolerance
+from cimsim.runs.tolerance import run_tolerance
 
 SCHEMA = "cimsim.benchmark.signoff/1"
 HERE = Path(__file__).resolve().parent
@@ -33,51 +32,43 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="minilm")
-    parser.add_argument("--task", default="bbc-news")
-    parser.add_argument("--noise", default="0.001..0.02:20", help="the search grid of sigma")
-    parser.add_argument("--chips", type=int, default=50)
-    parser.add_argument("--budget", type=float, default=1.0, help="points")
+    parser.add_argument("experiment", type=Path, help="an experiment file with a [signoff] table")
     parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--work", type=Path, default=Path("runs/benchmark-signoff"))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    sweep = SweepConfig(
-        model=args.model,
-        task=args.task,
-        values=tuple(parse_range(args.noise)),
-        instances=args.chips,
-        eval=EvalConfig(test_size=None),
-    )
-    adaptive = ToleranceConfig(sweep=sweep, signoff=SignoffConfig(budget=args.budget / 100))
+    spec = load_experiment(args.experiment)
+    if spec.signoff is None:
+        raise SystemExit(f"{args.experiment} has no [signoff] table")
+    adaptive = spec.tolerance()
     full = dataclasses.replace(
-        adaptive, signoff=SignoffConfig(budget=args.budget / 100, search="grid", early_stop=False)
+        adaptive,
+        signoff=dataclasses.replace(adaptive.signoff, search="grid", early_stop=False),
     )
     cache = args.cache_dir or default_cache_dir()
-    work = Path(tempfile.mkdtemp(prefix="cimsim-signoff-"))
     measured = {}
-    try:
-        for name, config in (("adaptive", adaptive), ("full-grid", full)):
-            out = work / name
-            started = time.perf_counter()
-            run_tolerance(config, out, cache_dir=cache)
-            seconds = time.perf_counter() - started
-            summary = json.loads((out / "summary.json").read_text())
-            measured[name] = {
-                "seconds": round(seconds, 1),
-                "example_evaluations": summary["example_evaluations"],
-                "decisions": summary["decisions"],
-                "certified_value": summary["certified_value"],
-                "certified_yield_lower_bound": summary["certified_yield_lower_bound"],
-                "not_certified_because": summary["not_certified_because"],
-                "rule": summary["rule"],
-                "yield": (out / "yield.csv").read_text(),
-            }
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    for name, config in (("adaptive", adaptive), ("full-grid", full)):
+        out = args.work / spec.name / name
+        shutil.rmtree(out, ignore_errors=True)  # timed from an empty folder
+        started = time.perf_counter()
+        run_tolerance(config, out, cache_dir=cache)
+        seconds = time.perf_counter() - started
+        summary = json.loads((out / "summary.json").read_text())
+        measured[name] = {
+            "seconds": round(seconds, 1),
+            "example_evaluations": summary["example_evaluations"],
+            "decisions": summary["decisions"],
+            "certified_value": summary["certified_value"],
+            "certified_yield_lower_bound": summary["certified_yield_lower_bound"],
+            "not_certified_because": summary["not_certified_because"],
+            "rule": summary["rule"],
+            "yield": (out / "yield.csv").read_text(),
+        }
     a, b = measured["full-grid"], measured["adaptive"]
     result = {
         "schema": SCHEMA,
+        "experiment": str(args.experiment),
         "config": dataclasses.asdict(adaptive),
         "measured": measured,
         "ratio_example_evaluations": round(a["example_evaluations"] / b["example_evaluations"], 2),
@@ -87,7 +78,7 @@ def main() -> None:
         "load_average": os.getloadavg(),
         "environment": environment(),
     }
-    path = args.out or HERE / "results" / f"signoff-{args.model}.json"
+    path = args.out or HERE / "results" / f"{spec.name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print("| run | example evaluations | chip decisions | wall s | certified σ |")

@@ -127,3 +127,39 @@ def test_run_publishes_a_comparison(
     for method in ("lora", "halora"):
         assert (target / method / "results.csv").is_file()
         assert (target / method / "sweep.png").is_file()
+
+
+def test_a_signoff_table_makes_the_file_a_sign_off(tmp_path: Path) -> None:
+    path = tmp_path / "x.toml"
+    path.write_text(
+        'name = "x"\n[sweep]\nnoise = "0.01..0.05:5"\nseeds = 30\n'
+        '[signoff]\nbudget = 2\nyield = 0.8\nsearch = "grid"\nearly_stop = false\n'
+    )
+    tolerance = load_experiment(path).tolerance()
+    assert tolerance.sweep.instances == 30 and tolerance.sweep.values == (
+        0.01,
+        0.02,
+        0.03,
+        0.04,
+        0.05,
+    )
+    assert tolerance.signoff.budget == 0.02 and tolerance.signoff.target_yield == 0.8
+    assert tolerance.signoff.search == "grid" and not tolerance.signoff.early_stop
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("[signoff]\nbugdet = 2\n", "unknown key signoff.bugdet"),
+        ("[signoff]\nbudget = '2'\n", "signoff.budget must be float"),
+        ("[signoff]\nyield = 1.5\n", "--yield must be in (0, 1)"),
+        ('[sweep]\nmethods = ["lora", "halora"]\n[signoff]\n', "[signoff] judges one method"),
+    ],
+)
+def test_a_bad_signoff_table_is_one_line(tmp_path: Path, table: str, message: str) -> None:
+    path = tmp_path / "x.toml"
+    path.write_text(f'name = "x"\n{table}')
+    with pytest.raises(
+        CimsimError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")
+    ):
+        load_experiment(path)

@@ -218,3 +218,21 @@ def test_bad_sign_off_options_are_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 20])
+def test_threshold_search_finds_every_threshold_from_every_start(size: int) -> None:
+    from cimsim.runs.tolerance import threshold_search
+
+    for threshold in range(-1, size):
+        for guess in range(size):
+            asked: list[int] = []
+
+            def passes(index: int, threshold: int = threshold, asked: list[int] = asked) -> bool:
+                asked.append(index)
+                return index <= threshold
+
+            assert threshold_search(passes, size, guess) == threshold
+            assert len(asked) == len(set(asked))  # no index is judged twice
+            if threshold in (guess, guess - 1) and 0 < guess < size - 1:
+                assert len(asked) == 2  # a start next to the threshold costs two judgements

@@ -16,7 +16,11 @@ from cimsim.cli.common import (
     path_value,
     resolve_cache_dir,
 )
-from cimsim.cli.reporting import run_continual_and_report, run_sweep_and_report
+from cimsim.cli.reporting import (
+    run_continual_and_report,
+    run_sweep_and_report,
+    run_tolerance_and_report,
+)
 
 
 def run(
@@ -52,6 +56,13 @@ def run(
     spec = load_experiment(experiment)
     config = dataclasses.replace(spec.sweep, compute_device=device)
     card = config.resolve_card(spec.card)
+    if spec.signoff is not None:
+        tolerance = dataclasses.replace(spec.tolerance(), sweep=config)
+        out = out if out is not None else tolerance.default_out_dir(card)
+        run_tolerance_and_report(tolerance, card, out, resolve_cache_dir(cache_dir))
+        target = publish(spec, out, figures_dir)
+        print(f"published {target}/ (figure, data, config and the experiment file)")
+        return
     methods = spec.methods or None
     if out is None:
         out = (

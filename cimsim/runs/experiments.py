@@ -20,10 +20,16 @@ the keys are the command line's words)::
     [sweep.lora]                      # LoraConfig fields
     [sweep.train]                     # TrainConfig fields
     [sweep.eval]                      # EvalConfig fields
+    [signoff]                         # a sign-off of this deployment (cimsim tolerance)
+    budget = 2                        # points; also yield, confidence, search, chips_mode,
+                                      # early_stop, percentile
 
-With ``methods`` the file describes a comparison: one sweep per method on the same chips
-(:func:`cimsim.runs.compare.run_compare`), and ``figures/<name>/`` receives the comparison table
-(Markdown, LaTeX, CSV), its figure and each method's data in ``<method>/``.
+With ``[signoff]`` the file is a sign-off (:func:`cimsim.runs.tolerance.run_tolerance`): the
+sweep's values are the search grid, its ``seeds`` the chips, and ``figures/<name>/`` receives the
+yield figure, ``yield.csv``, ``summary.json`` and the data. With ``methods`` the file describes a
+comparison: one sweep per method on the same chips (:func:`cimsim.runs.compare.run_compare`), and
+``figures/<name>/`` receives the comparison table (Markdown, LaTeX, CSV), its figure and each
+method's data in ``<method>/``.
 
 An invalid file is a one-line error naming the file and the field.
 """
@@ -43,6 +49,7 @@ from cimsim.core.errors import CimsimError
 from cimsim.core.io import read_toml
 from cimsim.eval.config import EvalConfig
 from cimsim.runs.sweep import METHODS, SweepConfig, parse_axis
+from cimsim.runs.tolerance import SignoffConfig, ToleranceConfig
 
 _NESTED = {"lora": LoraConfig, "train": TrainConfig, "eval": EvalConfig}
 _SCALARS = {"model", "task", "method", "adapter", "card", "seed", "engine"}
@@ -57,6 +64,10 @@ SWEEP_FILES = (
     "config.json",
     "points.jsonl",
 )
+SIGNOFF_FILES = (
+    "yield.png", "yield.pdf", "yield.csv", "summary.json", "results.csv", "config.json",
+    "points.jsonl",
+)  # fmt: skip
 COMPARISON_FILES = tuple(f"comparison.{ext}" for ext in ("md", "tex", "csv", "png", "pdf"))
 
 
@@ -70,13 +81,20 @@ class Experiment:
     """The device card ``sweep.card`` names, as loaded (its default range reads the axis)."""
     methods: tuple[str, ...] = ()
     """A comparison of these methods (``sweep.method`` is the first); empty: one sweep."""
+    signoff: SignoffConfig | None = None
+    """With a ``[signoff]`` table: a sign-off (``cimsim tolerance``) of the sweep's deployment,
+    its values the search grid and its ``seeds`` the chips."""
+
+    def tolerance(self) -> ToleranceConfig:
+        assert self.signoff is not None
+        return ToleranceConfig(sweep=self.sweep, signoff=self.signoff)
 
 
 def load_experiment(path: Path) -> Experiment:
     """Parse and validate an experiment file."""
     raw = read_toml(path, "experiment file")
     name = experiment_name(path, raw)
-    unknown = set(raw) - {"name", "description", "sweep"}
+    unknown = set(raw) - {"name", "description", "sweep", "signoff"}
     if unknown:
         raise CimsimError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
     table = raw.get("sweep", {})
@@ -89,7 +107,35 @@ def load_experiment(path: Path) -> Experiment:
             dataclasses.replace(sweep, method=method)
         except (TypeError, ValueError) as err:
             raise CimsimError(f"{path}: invalid [sweep]: {err}") from None
-    return Experiment(name, str(raw.get("description", "")), sweep, path, card, methods)
+    signoff = _signoff(path, raw["signoff"]) if "signoff" in raw else None
+    if signoff is not None and methods:
+        raise CimsimError(f"{path}: [signoff] judges one method; sweep.methods lists several")
+    description = str(raw.get("description", ""))
+    return Experiment(name, description, sweep, path, card, methods, signoff)
+
+
+_SIGNOFF_KEYS = {
+    "budget": "budget", "yield": "target_yield", "confidence": "confidence", "search": "search",
+    "chips_mode": "chips", "early_stop": "early_stop", "percentile": "percentile",
+}  # fmt: skip
+"""``[signoff]`` keys (the command line's words) -> SignoffConfig fields; budget in points."""
+
+
+def _signoff(path: Path, table: Any) -> SignoffConfig:
+    if not isinstance(table, dict):
+        raise CimsimError(f"{path}: [signoff] must be a table")
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in _SIGNOFF_KEYS:
+            raise CimsimError(f"{path}: unknown key signoff.{key}")
+        field = _SIGNOFF_KEYS[key]
+        kwargs[field] = scalar_field(path, "signoff", SignoffConfig, field, value)
+    if "budget" in kwargs:
+        kwargs["budget"] /= 100
+    try:
+        return SignoffConfig(**kwargs)
+    except (TypeError, ValueError, CimsimError) as err:
+        raise CimsimError(f"{path}: invalid [signoff]: {err}") from None
 
 
 def _methods(path: Path, table: dict[str, Any]) -> tuple[str, ...]:
@@ -176,7 +222,10 @@ def publish(experiment: Experiment, out_dir: Path, figures_dir: Path) -> Path:
     ``figures_dir / name``; returns that folder."""
     target = figures_dir / experiment.name
     target.mkdir(parents=True, exist_ok=True)
-    if experiment.methods:
+    if experiment.signoff is not None:
+        for name in SIGNOFF_FILES:
+            shutil.copy(out_dir / name, target / name)
+    elif experiment.methods:
         for name in COMPARISON_FILES:
             shutil.copy(out_dir / name, target / name)
         for method in experiment.methods:

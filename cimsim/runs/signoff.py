@@ -7,9 +7,13 @@ from digital, on the same test examples, is at most the budget ``B`` (a fraction
 (digital wrong, chip right); the drop is ``(broken - fixed) / n`` on the test set and
 ``p_broken - p_fixed <= p_broken`` on the task. The bound used is the Clopper-Pearson upper bound
 of ``p_broken`` from ``broken`` of ``n``: exact, and conservative because fixed examples are not
-credited (a chip rarely fixes what digital gets wrong; at no disagreement it is the rule of
-three, ``1 - alpha^(1/n) ~ 3/n`` at 95 %). So a chip passes iff ``broken <= max_broken(n, B)``,
-and the smallest budget a test set of n examples can certify is ``resolution(n)``.
+credited (near its decision boundary a noisy chip fixes about as many examples as it breaks, so
+a chip as accurate as digital can fail); at no broken example it is the rule of three,
+``1 - alpha^(1/n) ~ 3/n`` at 95 %. Crediting fixes needs a second bound (on the disagreement
+rate and on the broken share of it, each at half the error), which widens the bound at zero
+disagreement to ~3.7/n and breaks the count threshold that early decisions rely on. So a chip
+passes iff ``broken <= max_broken(n, B)``, and the smallest budget a test set of n examples can
+certify is ``resolution(n)``.
 
 **Early decision** (curtailment): the decision is a count threshold on the full test set, so a
 chip that has broken more than ``max_broken`` examples has failed whatever the rest gives, and
