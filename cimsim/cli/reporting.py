@@ -177,7 +177,11 @@ def print_tolerance(report: Any, out_dir: Path) -> None:
     console.print(
         f"evaluated {summary['example_evaluations']} examples in {summary['decisions']} chip "
         f"decisions (the full grid: {summary['full_grid_example_evaluations']})"
-        + (f", {summary['seconds']} s" if summary.get("seconds") is not None else "")
+        + (
+            f"; the last session ran {summary['last_session_seconds']} s"
+            if summary.get("last_session_seconds") is not None
+            else ""
+        )
     )
     console.print(f"results: {out_dir}/yield.csv, summary.json, results.csv")
     for path in report.figures:

@@ -23,7 +23,7 @@ every chip at every value. With ``early_stop`` a chip's
 evaluation ends as soon as the full test set's decision is determined (:func:`signoff.decide`),
 so the answer is the one evaluating every example would give, with fewer example evaluations;
 without it every chip runs on every example and its accuracy is recorded (the k-th percentile
-chip needs that).
+chip, reported with ``search = "grid"``, needs that).
 
 Files in the results folder (schema ``cimsim.tolerance/1``): ``config.json``; ``points.jsonl``
 and ``results.csv``, one row per chip decision (value, instance, chip seed, passed, broken,
@@ -388,8 +388,10 @@ def write_tolerance_report(run_dir: Path, *, seconds: float | None = None) -> To
     reasons = _reasons(rule, yields, best, s, len(instances))
     percentiles = []
     for value in values:
+        # Only where every chip was judged on every example: under bisection the chips probed
+        # at a value are those near their threshold, not a sample of the population.
         complete = [r for r in chips if float(r["value"]) == value and "accuracy" in r]
-        if complete and len(complete) == len([r for r in chips if float(r["value"]) == value]):
+        if len(complete) == len(instances) and s.search == "grid":
             estimate, low, high = signoff.percentile_chip(
                 [float(r["accuracy"]) for r in complete], s.percentile, s.confidence
             )
@@ -422,9 +424,10 @@ def write_tolerance_report(run_dir: Path, *, seconds: float | None = None) -> To
         "digital_accuracy": float(digital[0]["accuracy"]),
     }
     if seconds is not None:
-        summary["seconds"] = round(seconds, 1)
+        summary["last_session_seconds"] = round(seconds, 1)
     elif (run_dir / SUMMARY_JSON).exists():
-        summary["seconds"] = read_json(run_dir / SUMMARY_JSON).get("seconds")
+        kept = read_json(run_dir / SUMMARY_JSON).get("last_session_seconds")
+        summary["last_session_seconds"] = kept
     table = pd.DataFrame(
         [
             {**dataclasses.asdict(y), "yield": y.estimate, "certified": best is not None
