@@ -1,11 +1,12 @@
-"""``cimsim tolerance`` end to end on the tiny encoder: common chips, bisection against the full
-grid, the cannot-certify path, the --require gate, resume and redraw."""
+"""``cimsim tolerance`` end to end on the tiny encoder: common chips, the threshold search
+against the full grid, the cannot-certify path, the --require gate, resume and redraw."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -93,17 +94,17 @@ def grid_run(
     return out
 
 
-def test_bisection_finds_the_thresholds_of_the_full_grid(
+def test_threshold_search_finds_the_thresholds_of_the_full_grid(
     shared: dict[str, Path], tiny_bert_dir: Path, grid_run: Path, tmp_path: Path
 ) -> None:
-    out = tmp_path / "bisect"
+    out = tmp_path / "threshold"
     assert main(argv(shared, tiny_bert_dir, out, "--chips", "6", "--budget", "20")) == 0
     values = sorted(set(v for v, _ in decisions(grid_run)))
     full = thresholds(grid_run, values, 6)
     assert thresholds(out, values, 6) == full
-    grid, bisect = (json.loads((d / "summary.json").read_text()) for d in (grid_run, out))
-    assert bisect["certified_value"] == grid["certified_value"]
-    assert bisect["example_evaluations"] < grid["example_evaluations"]
+    grid, adaptive = (json.loads((d / "summary.json").read_text()) for d in (grid_run, out))
+    assert adaptive["certified_value"] == grid["certified_value"]
+    assert adaptive["example_evaluations"] < grid["example_evaluations"]
     yields = [pd.read_csv(d / "yield.csv")[["value", "passes", "chips"]] for d in (grid_run, out)]
     grid_decisions = decisions(grid_run)
     along = [[grid_decisions[(v, i)]["passed"] for v in values] for i in range(6)]
@@ -201,7 +202,7 @@ def test_a_rerun_resumes_and_plot_redraws_from_the_files(
     [
         (("--yield", "1.5"), "--yield must be in (0, 1)"),
         (("--budget", "0"), "--budget is in points"),
-        (("--chips-mode", "independent"), "bisection needs common chips"),
+        (("--chips-mode", "independent"), "a threshold search needs common chips"),
         (("--search", "dense"), "--search is one of"),
     ],
 )
@@ -236,3 +237,13 @@ def test_threshold_search_finds_every_threshold_from_every_start(size: int) -> N
             assert len(asked) == len(set(asked))  # no index is judged twice
             if threshold in (guess, guess - 1) and 0 < guess < size - 1:
                 assert len(asked) == 2  # a start next to the threshold costs two judgements
+            if guess > threshold:  # from above, the one passing index judged is the threshold
+                assert [i for i in asked if i <= threshold] == [threshold] * (threshold >= 0)
+
+
+def test_evaluation_order_puts_the_narrowest_digital_wins_first() -> None:
+    from cimsim.runs.tolerance import evaluation_order
+
+    logits = np.array([[2.0, 0.0], [0.1, 0.0], [0.0, 3.0], [1.0, 0.5], [0.0, 0.2]])
+    right = np.array([True, True, False, True, True])  # margins 2, 0.1, -, 0.5, 0.2
+    assert evaluation_order(logits, right).tolist() == [1, 4, 3, 0, 2]

@@ -18,7 +18,7 @@ released when the chip is done.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -167,20 +167,31 @@ def program_weights(
 
 def attach_tiles(model: nn.Module) -> list[AnalogLinear]:
     """Wrap each eligible base linear in an :class:`AnalogLinear` (idempotent); return all tiles."""
+    for name, module in _eligible(model):
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, AnalogLinear(module))
+    return analog_layers(model)
+
+
+def _eligible(model: nn.Module) -> list[tuple[str, nn.Linear]]:
+    """The base linears not yet wrapped that go onto tiles, by module path."""
     targets = []
     for name, module in model.named_modules():
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        parts = set(name.split("."))
+        parent = model.get_submodule(name.rpartition(".")[0])
         if (
             isinstance(module, nn.Linear)
             and not isinstance(parent, AnalogLinear)
-            and not parts & (DIGITAL_MODULES | _DIGITAL_CONTAINERS)
+            and not set(name.split(".")) & (DIGITAL_MODULES | _DIGITAL_CONTAINERS)
         ):
-            targets.append((parent, child, module))
-    for parent, child, module in targets:
-        setattr(parent, child, AnalogLinear(module))
-    return analog_layers(model)
+            targets.append((name, module))
+    return targets
+
+
+def tile_weights(model: nn.Module) -> list[tuple[str, int]]:
+    """``(tile name, weights)`` of every layer that is or would be a tile, without attaching
+    any (names as in :func:`named_tiles`)."""
+    layers = [(n, t.base_layer) for n, t in _named(model)] + _eligible(model)
+    return [(_tile_name(name), layer.weight.numel()) for name, layer in layers]
 
 
 def analog_layers(model: nn.Module) -> list[AnalogLinear]:
@@ -202,7 +213,11 @@ def _read_seed(seed: int) -> int:
 
 @torch.no_grad()
 def deploy(
-    model: nn.Module, noise: NoiseModel, seed: int, tile: TileConfig | None = None
+    model: nn.Module,
+    noise: NoiseModel,
+    seed: int,
+    tile: TileConfig | None = None,
+    digital: Callable[[str], bool] | None = None,
 ) -> nn.Module:
     """Program ``model``'s base weights as chip instance ``seed`` under ``noise``, behind the
     periphery of ``tile`` (default: ideal); return ``model``.
@@ -210,12 +225,19 @@ def deploy(
     Deploys in place (tiles are attached on first use). ``undeploy`` makes it digital again.
     Programming draws and per-read draws (read and output noise) come from two generators
     derived from ``seed``, so the same seed replays the same chip and the same reads.
+
+    ``digital`` (mixed placement) is called with each tile's name (:func:`named_tiles`); the
+    tiles it accepts stay digital. They are programmed all the same and then cleared, so every
+    analog tile holds exactly the weights it holds on the all-analog chip ``seed`` (per-read
+    draws, which follow the order of the reads, are the same only when no tile is digital).
     """
     layers = attach_tiles(model)
     if not layers:
         raise ValueError("deploy: the model has no linear layer to map onto tiles")
     chip = (noise, seed, tile or TileConfig())
-    if all(layer._parked is not None and layer._parked[0] == chip for layer in layers):
+    if digital is None and all(
+        layer._parked is not None and layer._parked[0] == chip for layer in layers
+    ):
         for layer in layers:  # the same chip was parked by undeploy(release=False): no work
             layer.restore(chip)
         return model
@@ -226,7 +248,49 @@ def deploy(
         for layer in layers:
             layer.program(noise, generator, tile, read_generator)
             layer.chip = chip
+    if digital is not None:
+        for name, layer in named_tiles(model):
+            if digital(name):
+                layer.clear()
     return model
+
+
+@torch.no_grad()
+def redraw(
+    model: nn.Module,
+    noise: NoiseModel,
+    seed: int,
+    tile: TileConfig | None,
+    which: Callable[[str], bool],
+) -> None:
+    """Program again, as if on another chip ``seed``, only the tiles of a deployed ``model``
+    whose names ``which`` accepts; the others keep their chip (a per-chip diagnosis: does a
+    fresh draw of these layers alone restore the chip?)."""
+    chosen = [(name, layer) for name, layer in named_tiles(model) if which(name)]
+    if not chosen:
+        return
+    device = chosen[0][1].base_layer.weight.device
+    generator = chip_generator(seed, device)
+    read_generator = chip_generator(_read_seed(seed), device)
+    with reused_scratch():
+        for _, layer in chosen:
+            layer.program(noise, generator, tile, read_generator)
+            layer.chip = (noise, seed, tile or TileConfig())
+
+
+def named_tiles(model: nn.Module) -> list[tuple[str, AnalogLinear]]:
+    """``(name, tile)`` for every tile in programming order. The name is the wrapped layer's
+    module path with peft's wrapping removed (``base_model.model.`` and ``.base_layer``), e.g.
+    ``bert.encoder.layer.0.attention.self.query``: what placement patterns match."""
+    return [(_tile_name(name), tile) for name, tile in _named(model)]
+
+
+def _named(model: nn.Module) -> list[tuple[str, AnalogLinear]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, AnalogLinear)]
+
+
+def _tile_name(path: str) -> str:
+    return path.removeprefix("base_model.model.").removesuffix(".base_layer")
 
 
 def undeploy(model: nn.Module, release: bool = True) -> nn.Module:

@@ -12,7 +12,17 @@ import sys
 
 import typer
 
-from cimsim.cli import catalog, continual, devices, plot, run, sweep, tolerance, train
+from cimsim.cli import (
+    catalog,
+    continual,
+    devices,
+    plot,
+    run,
+    sensitivity,
+    sweep,
+    tolerance,
+    train,
+)
 from cimsim.cli.common import (
     EXIT_FAILURE,
     EXIT_INTERNAL,
@@ -42,6 +52,7 @@ app = typer.Typer(
 app.command()(sweep.sweep)
 app.command("compare")(sweep.sweep)
 app.command()(tolerance.tolerance)
+app.command()(sensitivity.sensitivity)
 app.command()(run.run)
 app.command()(train.train)
 app.command()(continual.continual)
@@ -50,8 +61,6 @@ app.command()(catalog.models)
 app.command()(catalog.tasks)
 app.command("noise-models")(catalog.noise_models)
 app.add_typer(devices.devices_app, name="devices")
-
-
 
 
 def main(argv: list[str] | None = None) -> int:

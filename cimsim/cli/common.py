@@ -69,6 +69,13 @@ Device = Annotated[
     ),
 ]
 Card = Annotated[str | None, typer.Option(help="Device card, explicitly.")]
+Digital = Annotated[
+    str | None,
+    typer.Option(
+        help="Mixed placement: keep the base layers whose names match this regular expression "
+        "digital (e.g. 'layer\\.0\\.|value'; names as `cimsim sensitivity` lists them)."
+    ),
+]
 TorchDeviceOrNone = Annotated[str | None, typer.Option(help="torch device, explicitly.")]
 NoiseModelName = Annotated[
     str | None,
@@ -228,6 +235,7 @@ def sweep_config(
     test_size: int,
     max_length: int,
     batch_size: int,
+    digital: str | None = None,
 ) -> tuple[Any, Any]:
     """The SweepConfig the deployment options describe (sweep, compare, tolerance) and the card
     it names, loaded once. ``--device`` is a card or a torch device, whichever it names."""
@@ -267,6 +275,7 @@ def sweep_config(
                 test_size=test_size or None, max_length=max_length, batch_size=batch_size
             ),
             compute_device=torch_device or "cpu",
+            digital=digital,
         )
     except ValueError as err:
         raise CimsimError(str(err)) from None

@@ -46,5 +46,3 @@ def plot(
         print_tolerance(write_tolerance_report(run_dir), run_dir)
         return
     print_report(write_report(run_dir, budget=budget / 100), run_dir)
-
-

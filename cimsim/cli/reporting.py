@@ -137,6 +137,92 @@ def run_tolerance_and_report(config: Any, card: Any, out_dir: Path, cache_dir: P
     return report
 
 
+def run_sensitivity_and_report(config: Any, card: Any, out_dir: Path, cache_dir: Path) -> Any:
+    """Run (or resume) the sensitivity analysis behind progress bars; print the ranking per
+    value and the diagnosis of the chips that miss the budget; returns the report."""
+    from rich.table import Table
+
+    from cimsim.runs.sensitivity import run_sensitivity, write_sensitivity_report
+
+    with interruptible(out_dir, "points") as progress:
+        run_sensitivity(config, out_dir, cache_dir=cache_dir, card=card, progress=progress)
+    report = write_sensitivity_report(out_dir)
+    summary, console = report.summary, rich_console()
+    unit = summary["unit"]
+    console.print(f"digital accuracy {summary['digital_accuracy']:.3f}; {summary['rule']}")
+    for value, part in report.table.groupby("value", sort=True):
+        chips = next(v for v in summary["values"] if v["value"] == value)
+        accuracies = ", ".join(f"{a:.3f}" for a in chips["all_analog_accuracy"])
+        table = Table(title=f"{summary['varied']} = {value:g} [{unit}]: all analog {accuracies}")
+        for column in ("group", "drop (pt)", "± sd", "recovery (pt)", "± sd", "analog weights"):
+            table.add_column(column, justify="right")
+        for row in part.itertuples():
+            table.add_row(
+                f"{row.grouping}:{row.group}", f"{100 * row.drop:.1f}",
+                f"{100 * row.drop_std:.1f}", f"{100 * row.recovery:.1f}",
+                f"{100 * row.recovery_std:.1f}", f"{row.weight_fraction:.1%}",
+            )  # fmt: skip
+        console.print(table)
+    for chip in summary["diagnosis"]:
+        restored = ", ".join(chip["restored_by"]) or "no single group"
+        console.print(
+            f"chip {chip['instance']} at {chip['value']:g}: {chip['all_analog_accuracy']:.3f} "
+            f"all analog; a redraw of {restored} brings it within the budget "
+            f"(best: {chip['best']}, {chip['best_accuracy']:.3f})"
+        )
+    console.print(f"results: {out_dir / 'table.csv'}, diagnosis.csv, summary.json, results.csv")
+    for path in report.figures:
+        console.print(f"figure:  {path}")
+    return report
+
+
+def run_placement_and_report(
+    config: Any,
+    card: Any,
+    out_dir: Path,
+    cache_dir: Path,
+    sensitivity_dir: Path,
+    target: float,
+    grouping: str,
+    max_groups: int,
+) -> bool:
+    """Run the greedy placement (one sign-off per step) behind progress bars and print its
+    steps; True when a step reached the target."""
+    from rich.table import Table
+
+    from cimsim.runs.placement import run_placement
+
+    with interruptible(out_dir, "decisions") as progress:
+        record = run_placement(
+            config, sensitivity_dir, target, out_dir, cache_dir=cache_dir, grouping=grouping,
+            max_groups=max_groups, card=card, progress=progress,
+        )  # fmt: skip
+    console = rich_console()
+    table = Table(
+        title=f"greedy placement towards {target:g} ({grouping} groups, {record['rule']})"
+    )
+    for column in ("digital groups", "analog fraction", "certified", "folder"):
+        table.add_column(column, justify="right")
+    for step in record["steps"]:
+        certified = step["certified_value"]
+        table.add_row(
+            ", ".join(step["groups"]), f"{step['analog_fraction']:.1%}",
+            "none" if certified is None else f"{certified:.4g}", step["folder"],
+        )  # fmt: skip
+    console.print(table)
+    reached = record["reached"]
+    if reached is None:
+        console.print(f"no placement of up to {len(record['steps'])} groups reaches {target:g}")
+    else:
+        console.print(
+            f"recommended: keep {', '.join(reached['groups'])} digital "
+            f"({reached['analog_fraction']:.1%} of the weights stay analog): certified "
+            f"{reached['certified_value']:.4g}"
+        )
+    console.print(f"record: {out_dir / 'placement.json'}")
+    return reached is not None
+
+
 def print_tolerance(report: Any, out_dir: Path) -> None:
     """The rule, the yield per value, the certified tolerance or why there is none."""
     from rich.table import Table

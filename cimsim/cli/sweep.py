@@ -15,6 +15,7 @@ from cimsim.cli.common import (
     CacheDir,
     Card,
     Device,
+    Digital,
     Epochs,
     Lam,
     LearningRate,
@@ -56,6 +57,7 @@ def sweep(
     vary: Vary = None,
     device: Device = None,
     card: Card = None,
+    digital: Digital = None,
     torch_device: TorchDeviceOrNone = None,
     noise_model: NoiseModelName = None,
     engine: Annotated[
@@ -121,7 +123,7 @@ def sweep(
         instances=seeds, seed=seed, engine=engine, lora_r=lora_r, lora_alpha=lora_alpha,
         lora_targets=lora_targets,
         train=train_config(epochs, train_size, lr, seed, lam, mu, train_device, train_noise),
-        test_size=test_size, max_length=max_length, batch_size=batch_size,
+        test_size=test_size, max_length=max_length, batch_size=batch_size, digital=digital,
     )  # fmt: skip
     check_budget(budget)
     check_torch_device(config.compute_device)

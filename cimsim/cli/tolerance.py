@@ -4,6 +4,7 @@ accuracy budget, with exact intervals; ``--require`` turns it into a gate for a 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,6 +16,7 @@ from cimsim.cli.common import (
     CacheDir,
     Card,
     Device,
+    Digital,
     Epochs,
     Lam,
     LearningRate,
@@ -37,7 +39,8 @@ from cimsim.cli.common import (
     sweep_config,
     train_config,
 )
-from cimsim.cli.reporting import run_tolerance_and_report
+from cimsim.cli.reporting import run_placement_and_report, run_tolerance_and_report
+from cimsim.core.errors import CimsimError
 
 
 def tolerance(
@@ -51,6 +54,7 @@ def tolerance(
     vary: Vary = None,
     device: Device = None,
     card: Card = None,
+    digital: Digital = None,
     torch_device: TorchDeviceOrNone = None,
     noise_model: NoiseModelName = None,
     chips: Annotated[int, typer.Option(help="Chip instances judged (tens for a yield).")] = 50,
@@ -63,8 +67,8 @@ def tolerance(
     confidence: Annotated[float, typer.Option(help="Confidence of every bound.")] = 0.95,
     search: Annotated[
         str,
-        typer.Option(help="bisect (each common chip's threshold) or grid (every value)."),
-    ] = "bisect",
+        typer.Option(help="threshold (each common chip's threshold) or grid (every value)."),
+    ] = "threshold",
     chips_mode: Annotated[
         str,
         typer.Option(help="common (one seed per chip at every value) or independent."),
@@ -82,6 +86,17 @@ def tolerance(
             "(at least it; at most it for bits and levels)."
         ),
     ] = None,
+    place_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="A `cimsim sensitivity` folder: keep its most recovering groups digital, one "
+            "more per sign-off, until the certified tolerance reaches --require."
+        ),
+    ] = None,
+    place_by: Annotated[
+        str, typer.Option(help="The sensitivity grouping --place-from ranks: kind, block, module.")
+    ] = "kind",
+    place_max: Annotated[int, typer.Option(help="Most groups --place-from keeps digital.")] = 4,
     model: Model = "minilm",
     task: Task = "bbc-news",
     method: Annotated[
@@ -118,7 +133,7 @@ def tolerance(
         instances=chips, seed=seed, engine="cimsim", lora_r=lora_r, lora_alpha=lora_alpha,
         lora_targets=lora_targets,
         train=train_config(epochs, train_size, lr, seed, lam, mu, train_device, train_noise),
-        test_size=test_size, max_length=max_length, batch_size=batch_size,
+        test_size=test_size, max_length=max_length, batch_size=batch_size, digital=digital,
     )  # fmt: skip
     signoff = SignoffConfig(
         budget=budget / 100,
@@ -132,6 +147,16 @@ def tolerance(
     check_torch_device(config.compute_device)
     resolved = config.resolve_card(chosen)
     out_dir = out if out is not None else full.default_out_dir(resolved)
+    if place_from is not None:
+        if require is None:
+            raise CimsimError("--place-from needs --require VALUE: the tolerance to reach")
+        reached = run_placement_and_report(
+            full, resolved, out_dir, resolve_cache_dir(cache_dir), place_from, require,
+            place_by, place_max,
+        )  # fmt: skip
+        if not reached:
+            raise typer.Exit(EXIT_NOT_CERTIFIED)
+        return
     report = run_tolerance_and_report(full, resolved, out_dir, resolve_cache_dir(cache_dir))
     if require is not None:
         reached = report.certified is not None and (

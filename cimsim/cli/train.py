@@ -70,5 +70,3 @@ def train(
         )
     for path in paths:
         rich_console().print(f"written: {path}")
-
-

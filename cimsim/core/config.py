@@ -22,6 +22,16 @@ def to_dict(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
+def with_defaults(stored: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``stored`` (a config written by an older version) with the fields added since at their
+    ``defaults`` (``to_dict`` of the default config), at every level of nesting."""
+    merged = {**defaults, **stored}
+    for key, default in defaults.items():
+        if isinstance(default, dict) and isinstance(stored.get(key), dict):
+            merged[key] = with_defaults(stored[key], default)
+    return merged
+
+
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """Rebuild ``cls`` from ``to_dict``'s output; unknown keys are an error."""
     hints = typing.get_type_hints(cls)

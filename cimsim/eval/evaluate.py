@@ -37,23 +37,37 @@ def correct_examples(
     return torch.cat(batches) if batches else torch.zeros(0, dtype=torch.bool)
 
 
-@torch.inference_mode()
 def correct_batches(
-    scorer: Scorer, task: Task, split: Split, batch_size: int = 32
+    scorer: Scorer, task: Task, split: Split, batch_size: int = 32, *, ramp: bool = False
 ) -> Iterator[torch.Tensor]:
     """Per batch of ``split`` in order, a ``(batch,)`` bool CPU tensor of correct predictions;
-    a caller that stops early (a decided chip) evaluates no further batch."""
+    a caller that stops early (a decided chip) evaluates no further batch. With ``ramp`` the
+    batches grow 8, 16, 32, ... up to ``batch_size``, so such a caller can stop after a few."""
+    labels = torch.tensor(split.labels)
+    start = 0
+    for logits in logit_batches(scorer, task, split, batch_size, ramp=ramp):
+        yield logits.argmax(dim=-1) == labels[start : start + len(logits)]
+        start += len(logits)
+
+
+@torch.inference_mode()
+def logit_batches(
+    scorer: Scorer, task: Task, split: Split, batch_size: int = 32, *, ramp: bool = False
+) -> Iterator[torch.Tensor]:
+    """Per batch of ``split`` in order, the ``(batch, n_labels)`` float CPU scores of each
+    label (:func:`correct_batches` for the batch sizes)."""
     # Each submodule's own mode is restored, not the scorer's: the loaded model is kept in eval
     # mode (no dropout) while its LoRA trains, and ``scorer.train(True)`` would switch it on.
     modes = {module: module.training for module in scorer.modules()}
     scorer.eval()
     try:
         prepared = scorer.prepare(task)
-        labels = torch.tensor(split.labels)
-        for start in range(0, len(split), batch_size):
-            texts = split.texts[start : start + batch_size]
-            logits = scorer(texts, task, prepared)  # (batch, n_labels)
-            yield logits.argmax(dim=-1).cpu() == labels[start : start + batch_size]
+        start, size = 0, min(8, batch_size) if ramp else batch_size
+        while start < len(split):
+            texts = split.texts[start : start + size]
+            yield scorer(texts, task, prepared).float().cpu()  # (batch, n_labels)
+            start += len(texts)
+            size = min(2 * size, batch_size)
     finally:
         for module, training in modes.items():
             module.training = training

@@ -159,9 +159,7 @@ def _methods(path: Path, table: dict[str, Any]) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _sweep(
-    path: Path, table: dict[str, Any], method: str | None
-) -> tuple[SweepConfig, DeviceCard]:
+def _sweep(path: Path, table: dict[str, Any], method: str | None) -> tuple[SweepConfig, DeviceCard]:
     kwargs: dict[str, Any] = {} if method is None else {"method": method}
     for key, value in table.items():
         if key in _NESTED:

@@ -195,3 +195,65 @@ def plot_yield(
     if title:
         ax.set_title(title, fontsize=10)
     return figure
+
+
+def plot_sensitivity(table: pd.DataFrame, frame: pd.DataFrame, summary: dict[str, Any]) -> Figure:
+    """Per value of the field, one panel: each group's accuracy drop when only it is analog
+    (bars: mean over chips; dots: chips) and the recovery when only it is digital, ranked by
+    drop; with a module grouping a second panel maps the drop over blocks x module kinds."""
+    values = sorted(table["value"].unique()) if len(table) else []
+    modules = table[table["grouping"] == "module"] if len(table) else table
+    columns = 2 if len(modules) else 1
+    rows = max(len(values), 1)
+    groups = table[table["grouping"] != "module"] if len(modules) else table
+    height = max(3.0, 0.28 * (len(groups) / max(len(values), 1)) + 1.6)
+    figure = Figure(figsize=(6.2 * columns, height * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
+    unit = summary.get("unit") or ""
+    for row, value in enumerate(values):
+        ax = axes[row][0]
+        part = groups[groups["value"] == value].sort_values("drop")
+        if not len(part):
+            part = modules[modules["value"] == value].nlargest(12, "drop").sort_values("drop")
+        labels = [
+            f"{g}" if k == "re" else f"{g}"
+            for k, g in zip(part["grouping"], part["group"], strict=True)
+        ]
+        y = range(len(part))
+        ax.barh([i + 0.2 for i in y], 100 * part["drop"], height=0.4, color="tab:red",
+                label="drop: only this group analog")  # fmt: skip
+        ax.barh([i - 0.2 for i in y], 100 * part["recovery"], height=0.4, color="tab:green",
+                label="recovery: only this group digital")  # fmt: skip
+        chips = frame[(frame["value"] == value) & frame["mode"].isin(["only", "except"])]
+        for i, (grouping, group) in enumerate(zip(part["grouping"], part["group"], strict=True)):
+            key = f"{grouping}:{group}"
+            only = chips[(chips["group"] == key) & (chips["mode"] == "only")]
+            rest = chips[(chips["group"] == key) & (chips["mode"] == "except")]
+            digital = summary["digital_accuracy"]
+            ax.plot(100 * (digital - only["accuracy"]), [i + 0.2] * len(only), "k.", ms=3)
+            ax.plot(100 * (rest["accuracy"] - rest["all_accuracy"]), [i - 0.2] * len(rest),
+                    "k.", ms=3)  # fmt: skip
+        ax.set_yticks(list(y), labels, fontsize=8)
+        ax.axvline(0, color="0.3", lw=0.8)
+        ax.set_xlabel("accuracy points (dots: chips)")
+        ax.set_title(f"{summary.get('varied')} = {value:g} {unit} ({summary.get('card')} card)",
+                     fontsize=10)  # fmt: skip
+        ax.grid(axis="x", alpha=0.3)
+        if row == 0:
+            ax.legend(fontsize=7, loc="lower right")
+        if columns == 2:
+            heat = modules[modules["value"] == value]
+            grid = heat.pivot_table(index="kind", columns="block", values="drop", aggfunc="mean")
+            ax2 = axes[row][1]
+            image = ax2.imshow(100 * grid.to_numpy(), cmap="Reds", aspect="auto", vmin=0)
+            ax2.set_xticks(range(grid.shape[1]), [str(b) for b in grid.columns])
+            ax2.set_yticks(range(grid.shape[0]), list(grid.index))
+            ax2.set_xlabel("block")
+            ax2.set_title("drop (points) with only that module analog", fontsize=10)
+            figure.colorbar(image, ax=ax2, label="points")
+    figure.suptitle(
+        f"which layers cost accuracy: {summary.get('noise_model')} noise, digital "
+        f"{summary['digital_accuracy']:.3f}",
+        fontsize=11,
+    )
+    return figure

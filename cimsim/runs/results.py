@@ -104,16 +104,6 @@ def _git_state() -> dict[str, Any] | None:
     return {"commit": commit, "dirty": bool(dirty)}
 
 
-
-
-
-
-
-
-
-
-
-
 ROW_KEYS = ("card", "accuracy")  # in every row of a sweep's and a continual run's points file
 SWEEP_POINT = ("card", "varied", "value", "instance")
 """What tells one point of a sweep from another: a points file holds each at most once."""
@@ -179,8 +169,6 @@ def replace_rows(
     kept += rows
     write_atomic(path, "".join(json.dumps(row) + "\n" for row in kept))
     return kept
-
-
 
 
 def points_frame(rows: list[dict[str, Any]]):  # -> pandas.DataFrame

@@ -30,6 +30,7 @@ from typing import Any
 from cimsim.adapters.lora import LoraConfig
 from cimsim.adapters.train import TrainConfig
 from cimsim.chip.cards import DEFAULT_CARD, DeviceCard, load_card
+from cimsim.chip.placement import Placement, placement_record
 from cimsim.core.config import config_hash, to_dict
 from cimsim.core.errors import CimsimError
 from cimsim.core.io import append_point, read_json, write_atomic
@@ -91,6 +92,9 @@ class SweepConfig:
     """How accuracy is measured."""
     compute_device: str = "cpu"
     """torch device the model runs on: cpu, cuda, cuda:1, ..."""
+    digital: str | None = None
+    """Mixed placement: a regular expression over tile names (cimsim.chip.placement); the base
+    layers it matches stay digital. None: every base layer is analog."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -111,6 +115,13 @@ class SweepConfig:
         check_chips(self.instances, self.seed)
         if self.sigma is not None and self.vary == "sigma":
             raise CimsimError("a fixed sigma only makes sense while another field varies")
+        Placement(self.digital)  # a user error now if the pattern does not compile
+        if self.digital is not None and self.engine != "cimsim":
+            raise CimsimError("--digital (mixed placement) needs the cimsim engine")
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(self.digital)
 
     def resolve_card(self, loaded: DeviceCard | None = None) -> DeviceCard:
         """The card with the fixed sigma applied; a user error if any value does not fit.
@@ -209,14 +220,21 @@ def _prepare_run_dir(
 
 @contextlib.contextmanager
 def programmed(
-    loaded: Any, scorer: Any, card: DeviceCard, seed: int, engine: str
+    loaded: Any,
+    scorer: Any,
+    card: DeviceCard,
+    seed: int,
+    engine: str,
+    placement: Placement | None = None,
 ) -> Iterator[Any]:
-    """A scorer whose model runs as chip ``seed`` of ``card`` on ``engine``."""
+    """A scorer whose model runs as chip ``seed`` of ``card`` on ``engine``, with the layers
+    ``placement`` matches kept digital."""
     if engine == "cimsim":
         from cimsim.chip.deploy import deploy
 
         # No undeploy between points: the next chip overwrites the same buffers.
-        deploy(loaded.model, card.noise, seed, card.tile)
+        digital = placement.predicate if placement is not None else None
+        deploy(loaded.model, card.noise, seed, card.tile, digital)
         yield scorer
         return
     from cimsim.chip.aihwkit_engine import aihwkit_deploy
@@ -278,7 +296,14 @@ def load_deployment(
     elif config.method != "none":
         lora = config.lora.resolve(loaded.lora_targets)
         adapter_dir, adapter_record = trained_adapter(
-            loaded, scorer, task, lora, config.train, cache_dir, progress, config.method,
+            loaded,
+            scorer,
+            task,
+            lora,
+            config.train,
+            cache_dir,
+            progress,
+            config.method,
             card=train_card,
         )
     return Deployment(task, test, loaded, scorer, adapter_dir, adapter_record)
@@ -293,6 +318,13 @@ def copy_adapter(deployment: Deployment, out_dir: Path) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     shutil.copytree(deployment.adapter_dir, partial)
     partial.rename(out_dir / "adapter")
+
+
+def placement_of(config: SweepConfig, deployment: Deployment) -> dict[str, Any]:
+    """The placement's record: pattern, layers kept digital, analog weights that remain."""
+    from cimsim.chip.deploy import tile_weights
+
+    return placement_record(tile_weights(deployment.loaded.model), config.placement)
 
 
 def describe(config: SweepConfig, card: DeviceCard, deployment: Deployment) -> dict[str, Any]:
@@ -325,6 +357,7 @@ def describe(config: SweepConfig, card: DeviceCard, deployment: Deployment) -> d
             "formula": (type(card.noise).__doc__ or "").strip(),
             "chip_seed_rule": "sha256(f'{seed}/{card}/{field}={value!r}/{instance}')[:15 hex]",
         },
+        "placement": placement_of(config, deployment),
         "adapter": deployment.adapter_record,
     }
 
@@ -372,7 +405,10 @@ def run_sweep(
         progress.log(f"resuming {out_dir}: {len(rows)} finished points are kept")
     deployment = load_deployment(config, train_card, cache_dir, progress)
     loaded, scorer, task, test = (
-        deployment.loaded, deployment.scorer, deployment.task, deployment.test
+        deployment.loaded,
+        deployment.scorer,
+        deployment.task,
+        deployment.test,
     )
     copy_adapter(deployment, out_dir)
 
@@ -428,7 +464,9 @@ def run_sweep(
         point_card = card.with_value(config.vary, value)
         seed = chip_seed(config.seed, card.name, config.vary, value, instance)
         started = time.perf_counter()
-        with programmed(loaded, scorer, point_card, seed, config.engine) as chip_scorer:
+        with programmed(
+            loaded, scorer, point_card, seed, config.engine, config.placement
+        ) as chip_scorer:
             result = evaluate(chip_scorer, task, test, config.eval.batch_size)
         row = {
             "card": card.name,

@@ -16,14 +16,16 @@ is within the budget). Two ways of choosing chips:
 * ``independent``: each (value, chip) is a fresh programming event, the sweep's chips
   (:func:`cimsim.runs.sweep.chip_seed`): an honest per-value spread, no thresholds.
 
-Two searches: ``bisect`` (common chips only) finds each chip's threshold by an exponential search
-from the median threshold of the chips before it, then bisection (:func:`threshold_search`: two
-or three evaluations when thresholds cluster, about 2 log2(values) at worst); ``grid`` evaluates
-every chip at every value. With ``early_stop`` a chip's
-evaluation ends as soon as the full test set's decision is determined (:func:`signoff.decide`),
-so the answer is the one evaluating every example would give, with fewer example evaluations;
-without it every chip runs on every example and its accuracy is recorded (the k-th percentile
-chip, reported with ``search = "grid"``, needs that).
+Two searches: ``threshold`` (common chips only) finds each chip's threshold on the grid
+(:func:`threshold_search`: from just above the highest threshold so far it steps down to the
+first pass, so a chip costs one passing decision, which reads every example digital gets right,
+and a few failing ones, which an early stop ends after a few dozen); ``grid`` evaluates every
+chip at every value. With ``early_stop`` a chip's evaluation ends as soon as the full test
+set's decision is determined (:func:`signoff.decide`), reading the examples digital gets right
+most narrowly first (:func:`evaluation_order`), so the answer is the one evaluating every
+example would give, with fewer example evaluations; without it every chip runs on every example
+and its accuracy is recorded (the k-th percentile chip, reported with ``search = "grid"``, needs
+that).
 
 Files in the results folder (schema ``cimsim.tolerance/1``): ``config.json``; ``points.jsonl``
 and ``results.csv``, one row per chip decision (value, instance, chip seed, passed, broken,
@@ -44,8 +46,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cimsim.chip.cards import DeviceCard
-from cimsim.core.config import config_hash, to_dict
+from cimsim.core.config import config_hash, to_dict, with_defaults
 from cimsim.core.errors import CimsimError
 from cimsim.core.io import append_point, read_json, write_atomic
 from cimsim.core.progress import Progress, Silent
@@ -64,7 +68,7 @@ from cimsim.runs.sweep import (
 )
 
 SCHEMA = "cimsim.tolerance/1"
-SEARCHES = ("bisect", "grid")
+SEARCHES = ("threshold", "grid")
 CHIPS = ("common", "independent")
 POINT = ("card", "varied", "value", "instance")
 YIELD_CSV, SUMMARY_JSON, FIGURE_STEM = "yield.csv", "summary.json", "yield"
@@ -80,8 +84,8 @@ class SignoffConfig:
     """Fraction of chips that must meet the budget."""
     confidence: float = 0.95
     """Confidence of every bound: the per-chip rule and the yield's lower bound."""
-    search: str = "bisect"
-    """'bisect': each common chip's threshold by bisection; 'grid': every value."""
+    search: str = "threshold"
+    """'threshold': each common chip's threshold on the grid; 'grid': every value."""
     chips: str = "common"
     """'common': one seed per chip at every value; 'independent': fresh chips per value."""
     early_stop: bool = True
@@ -102,8 +106,10 @@ class SignoffConfig:
             raise CimsimError(f"--search is one of {', '.join(SEARCHES)}, got '{self.search}'")
         if self.chips not in CHIPS:
             raise CimsimError(f"--chips-mode is one of {', '.join(CHIPS)}, got '{self.chips}'")
-        if self.search == "bisect" and self.chips != "common":
-            raise CimsimError("bisection needs common chips: use --search grid for independent")
+        if self.search == "threshold" and self.chips != "common":
+            raise CimsimError(
+                "a threshold search needs common chips: use --search grid for independent"
+            )
         if not 0 < self.percentile < 1:
             raise CimsimError(f"percentile must be in (0, 1), got {self.percentile}")
 
@@ -154,8 +160,11 @@ def run_tolerance(
 ) -> Path:
     """Run (or resume) the sign-off into ``out_dir`` and write its summary; returns
     ``out_dir``. ``card`` is ``config.sweep.resolve_card()`` when the caller has it."""
+    import torch
+
     from cimsim.chip.deploy import undeploy
-    from cimsim.eval.evaluate import correct_batches, correct_examples
+    from cimsim.eval.evaluate import correct_batches, logit_batches
+    from cimsim.eval.tasks.base import Split
 
     progress = progress or Silent()
     sweep = config.sweep
@@ -184,7 +193,8 @@ def run_tolerance(
     done = {tuple(r[k] for k in POINT): r for r in rows}
 
     digital_key = ("digital", sweep.vary, None, -1)
-    reference = correct_examples(scorer, task, test, batch).numpy()  # (n,) digital right
+    logits = torch.cat(list(logit_batches(scorer, task, test, batch)))  # (n, n_labels)
+    reference = (logits.argmax(dim=-1) == torch.tensor(test.labels)).numpy()  # digital right
     if digital_key in done:
         stored = done[digital_key].get("correct")
         if stored != pack_bits(reference):
@@ -198,6 +208,13 @@ def run_tolerance(
         }  # fmt: skip
         append_point(out_dir / POINTS_FILE, digital)
         rows.append(digital)
+    n_examples = len(test)
+    if config.signoff.early_stop:
+        # Only the examples digital gets right decide (a chip cannot break the others), the
+        # ones a chip breaks first at the front.
+        order = evaluation_order(logits.numpy(), reference)[: int(reference.sum())]
+        test = Split(tuple(test.texts[i] for i in order), tuple(test.labels[i] for i in order))
+        reference = reference[order]
     # digital-right examples from position i on: the most a chip can still break after i
     right_after = [int(reference[i:].sum()) for i in range(len(test) + 1)]
 
@@ -210,8 +227,9 @@ def run_tolerance(
         began = time.perf_counter()
         broken = fixed = used = 0
         decision: bool | None = None
-        with programmed(loaded, scorer, point_card, seed, "cimsim") as chip_scorer:
-            for batch_correct in correct_batches(chip_scorer, task, test, batch):
+        with programmed(loaded, scorer, point_card, seed, "cimsim", sweep.placement) as chip_scorer:
+            ramp = config.signoff.early_stop
+            for batch_correct in correct_batches(chip_scorer, task, test, batch, ramp=ramp):
                 chip = batch_correct.numpy()
                 right = reference[used : used + len(chip)]
                 broken += int((right & ~chip).sum())
@@ -235,12 +253,12 @@ def run_tolerance(
             "broken": broken,
             "fixed": fixed,
             "n_used": used,
-            "n_examples": len(test),
+            "n_examples": n_examples,
             "eval_seconds": round(time.perf_counter() - began, 3),
         }
-        if used == len(test):  # evaluated on every example: its accuracy is known
+        if used == n_examples:  # evaluated on every example: its accuracy is known
             row["n_correct"] = int(reference.sum()) - broken + fixed
-            row["accuracy"] = row["n_correct"] / len(test)
+            row["accuracy"] = row["n_correct"] / n_examples
         append_point(out_dir / POINTS_FILE, row)
         rows.append(row)
         done[key] = row
@@ -251,12 +269,12 @@ def run_tolerance(
     progress.stage(f"judging {sweep.instances} chips ({config.signoff.search})", sweep.instances)
     found: list[int] = []  # thresholds of the chips searched so far
     for instance in range(sweep.instances):
-        if config.signoff.search == "bisect":
+        if config.signoff.search == "threshold":
 
             def passes(index: int, instance: int = instance) -> bool:
                 return judge(values[index], instance)
 
-            found.append(threshold_search(passes, len(values), _median(found, len(values))))
+            found.append(threshold_search(passes, len(values), _start(found, len(values))))
         else:
             for value in values:
                 judge(value, instance)
@@ -266,28 +284,40 @@ def run_tolerance(
     return out_dir
 
 
-def threshold_search(passes: Callable[[int], bool], size: int, guess: int) -> int:
-    """The last index of ``0..size-1`` at which the monotone ``passes`` holds (-1: none), by an
-    exponential search outwards from ``guess`` (the thresholds of the chips judged so far
-    cluster, so a chip's threshold is usually a step or two from their median), then bisection.
-    Costs about ``2 log2(|threshold - guess| + 1) + 2`` evaluations."""
-    guess = min(max(guess, 0), size - 1)
-    if passes(guess):
-        lo, step = guess, 1  # passes at lo; find a failing index above it
-        hi = size
-        while lo + step < size:
-            if not passes(lo + step):
-                hi = lo + step
-                break
-            lo, step = lo + step, 2 * step
-    else:
-        hi, step = guess, 1  # fails at hi; find a passing index below it
-        lo = -1
-        while hi - step >= 0:
-            if passes(hi - step):
-                lo = hi - step
-                break
-            hi, step = hi - step, 2 * step
+def evaluation_order(logits: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Indices of the test examples in the order an early-stopping judge evaluates them: those
+    digital gets right by ascending digital margin (top score minus the runner-up: the ones
+    noise flips first), then those digital gets wrong (no chip can break them). A failing chip
+    then shows its broken examples in the first batches, and a passing one is decided when the
+    last digital-right example is in; the decision is the same as in any order, since it is the
+    count over the whole set."""
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0] if logits.shape[1] > 1 else np.zeros(len(logits))
+    fragile = np.flatnonzero(right)[np.argsort(margin[right], kind="stable")]
+    return np.concatenate([fragile, np.flatnonzero(~right)])
+
+
+def threshold_search(passes: Callable[[int], bool], size: int, start: int) -> int:
+    """The last index of ``0..size-1`` at which the monotone ``passes`` holds (-1: none).
+
+    A passing decision costs every example digital gets right, a failing one usually a few
+    dozen (:func:`evaluation_order`), so the search judges as few passing indices as it can:
+    from ``start`` (just above the highest threshold found so far) it steps down one index at a
+    time, and the first pass is the threshold: one pass and ``start - threshold`` cheap fails.
+    When ``start`` itself passes, an exponential search upwards and a bisection find the
+    threshold above it."""
+    start = min(max(start, 0), size - 1)
+    if not passes(start):
+        index = start - 1
+        while index >= 0 and not passes(index):
+            index -= 1
+        return index
+    lo, hi, step = start, size, 1  # passes at lo; find a failing index above it
+    while lo + step < size:
+        if not passes(lo + step):
+            hi = lo + step
+            break
+        lo, step = lo + step, 2 * step
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if passes(mid):
@@ -297,12 +327,10 @@ def threshold_search(passes: Callable[[int], bool], size: int, guess: int) -> in
     return lo
 
 
-def _median(found: list[int], size: int) -> int:
-    """Where the next chip's search starts: the median threshold so far (the grid's middle for
-    the first chip)."""
-    if not found:
-        return (size - 1) // 2
-    return sorted(found)[len(found) // 2]
+def _start(found: list[int], size: int) -> int:
+    """Where the next chip's search starts: one above the highest threshold so far (the
+    grid's end for the first chip)."""
+    return min(max(found) + 1, size - 1) if found else size - 1
 
 
 def _prepare(config: ToleranceConfig, out_dir: Path) -> tuple[dict[str, Any], list[dict]]:
@@ -321,7 +349,7 @@ def _prepare(config: ToleranceConfig, out_dir: Path) -> tuple[dict[str, Any], li
         if not isinstance(old, dict) or not isinstance(old.get("sweep"), dict):
             raise CimsimError(f"{out_dir / CONFIG_FILE} is damaged: no sign-off config")
         grow = {**new, "sweep": {**new["sweep"], "instances": old["sweep"].get("instances")}}
-        if grow != old:
+        if grow != with_defaults(old, to_dict(ToleranceConfig(sweep=SweepConfig()))):
             raise CimsimError(
                 f"{out_dir} holds a sign-off with another config; choose another --out"
             )
@@ -376,7 +404,7 @@ def write_tolerance_report(run_dir: Path, *, seconds: float | None = None) -> To
     decided = {(float(r["value"]), int(r["instance"])): bool(r["passed"]) for r in chips}
     yields = []
     for index, value in enumerate(values):
-        if s.search == "bisect":  # a chip's threshold: its last passing value in the order
+        if s.search == "threshold":  # a chip's threshold: its last passing value in the order
             passes = sum(_threshold(decided, values, i) >= index for i in instances)
             total = len(instances)
         else:
@@ -388,8 +416,8 @@ def write_tolerance_report(run_dir: Path, *, seconds: float | None = None) -> To
     reasons = _reasons(rule, yields, best, s, len(instances))
     percentiles = []
     for value in values:
-        # Only where every chip was judged on every example: under bisection the chips probed
-        # at a value are those near their threshold, not a sample of the population.
+        # Only where every chip was judged on every example: under a threshold search the chips
+        # probed at a value are those near their threshold, not a sample of the population.
         complete = [r for r in chips if float(r["value"]) == value and "accuracy" in r]
         if len(complete) == len(instances) and s.search == "grid":
             estimate, low, high = signoff.percentile_chip(
@@ -456,8 +484,9 @@ def write_tolerance_report(run_dir: Path, *, seconds: float | None = None) -> To
 
 
 def _threshold(decided: dict[tuple[float, int], bool], values: list[float], instance: int) -> int:
-    """Chip ``instance``'s last passing index under bisection's assumption (monotone): the
-    largest index it passed below the smallest index it failed (-1: it failed the first)."""
+    """Chip ``instance``'s last passing index under the threshold search's assumption
+    (monotone): the largest index it passed below the smallest index it failed (-1: it failed
+    the first)."""
     fails = [i for i, v in enumerate(values) if decided.get((v, instance)) is False]
     first_fail = min(fails) if fails else len(values)
     passes = [i for i, v in enumerate(values[:first_fail]) if decided.get((v, instance))]
