@@ -19,6 +19,7 @@ from cimsim.cli import (
     plot,
     run,
     sensitivity,
+    specsheet,
     sweep,
     tolerance,
     train,
@@ -53,6 +54,7 @@ app.command()(sweep.sweep)
 app.command("compare")(sweep.sweep)
 app.command()(tolerance.tolerance)
 app.command()(sensitivity.sensitivity)
+app.command("spec-sheet")(specsheet.spec_sheet)
 app.command()(run.run)
 app.command()(train.train)
 app.command()(continual.continual)

@@ -223,6 +223,46 @@ def run_placement_and_report(
     return reached is not None
 
 
+def run_map_and_report(
+    config: Any, card: Any, outer: str, values: Any, out_dir: Path, cache_dir: Path
+) -> Any:
+    """Run (or resume) a design-space map (one sign-off per outer value) and print its yield
+    grid and each row's certified value; returns the report."""
+    from rich.table import Table
+
+    from cimsim.runs.maps import run_map, write_map_report
+
+    with interruptible(out_dir, "decisions") as progress:
+        run_map(config, outer, tuple(values), out_dir, cache_dir=cache_dir, card=card,
+                progress=progress)  # fmt: skip
+    report = write_map_report(out_dir)
+    summary, console = report.summary, rich_console()
+    inner = summary["inner"]
+    console.print(f"rule: {summary['rule']}")
+    grid = report.table.pivot_table(index="outer", columns="inner", values="passes")
+    table = Table(
+        title=f"chips passing (of {summary['chips']}): {outer} [{summary['outer']['unit']}] "
+        f"down, {inner['field']} [{inner['unit']}] across; * certified"
+    )
+    table.add_column(outer, justify="right")
+    for column in grid.columns:
+        table.add_column(f"{column:g}", justify="right")
+    cells = report.table.set_index(["outer", "inner"])
+    for value, row in grid.iterrows():
+        marks = [
+            f"{int(n)}{'*' if cells.loc[(value, c), 'certified'] else ''}" for c, n in row.items()
+        ]
+        table.add_row(f"{value:g}", *marks)
+    console.print(table)
+    for row in summary["certified_per_row"]:
+        best = "none" if row["certified"] is None else f"{row['certified']:.4g}"
+        console.print(f"{outer} = {row['outer']:g}: certified {inner['field']} {best}")
+    console.print(f"results: {out_dir / 'map.csv'}, summary.json, one sign-off per row")
+    for path in report.figures:
+        console.print(f"figure:  {path}")
+    return report
+
+
 def print_tolerance(report: Any, out_dir: Path) -> None:
     """The rule, the yield per value, the certified tolerance or why there is none."""
     from rich.table import Table

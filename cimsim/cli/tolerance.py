@@ -33,13 +33,16 @@ from cimsim.cli.common import (
     TrainDevice,
     TrainNoise,
     TrainSize,
-    Vary,
     check_torch_device,
     resolve_cache_dir,
     sweep_config,
     train_config,
 )
-from cimsim.cli.reporting import run_placement_and_report, run_tolerance_and_report
+from cimsim.cli.reporting import (
+    run_map_and_report,
+    run_placement_and_report,
+    run_tolerance_and_report,
+)
 from cimsim.core.errors import CimsimError
 
 
@@ -51,7 +54,14 @@ def tolerance(
             "With --vary: one fixed sigma."
         ),
     ] = None,
-    vary: Vary = None,
+    vary: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Search another card field instead of sigma: FIELD=RANGE (see `sweep`). Given "
+            "twice, a design-space map: one sign-off over the second field per value of the "
+            "first, on the same chips (e.g. --vary adc_bits=5..8:4 --vary sigma=0.5..3:6)."
+        ),
+    ] = None,
     device: Device = None,
     card: Card = None,
     digital: Digital = None,
@@ -127,9 +137,13 @@ def tolerance(
     yield lower bound reaches the target, and the test set's resolution."""
     from cimsim.runs.tolerance import SignoffConfig, ToleranceConfig
 
+    vary = vary or []
+    if len(vary) > 2:
+        raise CimsimError("--vary is given once (a field) or twice (a map of two fields)")
     config, chosen = sweep_config(
         model=model, task=task, method=method, adapter=adapter, device=device, card=card,
-        torch_device=torch_device, noise_model=noise_model, noise=noise, vary=vary,
+        torch_device=torch_device, noise_model=noise_model, noise=noise,
+        vary=vary[-1] if vary else None,
         instances=chips, seed=seed, engine="cimsim", lora_r=lora_r, lora_alpha=lora_alpha,
         lora_targets=lora_targets,
         train=train_config(epochs, train_size, lr, seed, lam, mu, train_device, train_noise),
@@ -147,6 +161,16 @@ def tolerance(
     check_torch_device(config.compute_device)
     resolved = config.resolve_card(chosen)
     out_dir = out if out is not None else full.default_out_dir(resolved)
+    if len(vary) == 2:
+        from cimsim.runs.sweep import parse_axis
+
+        outer, outer_values, _ = parse_axis(chosen, None, vary[0])
+        if place_from is not None or require is not None:
+            raise CimsimError("a map takes neither --place-from nor --require")
+        run_map_and_report(
+            full, resolved, outer, outer_values, out_dir, resolve_cache_dir(cache_dir)
+        )
+        return
     if place_from is not None:
         if require is None:
             raise CimsimError("--place-from needs --require VALUE: the tolerance to reach")

@@ -257,3 +257,48 @@ def plot_sensitivity(table: pd.DataFrame, frame: pd.DataFrame, summary: dict[str
         fontsize=11,
     )
     return figure
+
+
+def plot_map(table: pd.DataFrame, summary: dict[str, Any]) -> Figure:
+    """The yield over two fields: a heatmap (outer field up, inner across), each cell's passes
+    / chips written in it, certified cells (lower bound at or above the target) outlined, and
+    the contour where the yield crosses the target."""
+    import numpy as np
+
+    outer, inner = summary["outer"], summary["inner"]
+    grid = table.pivot_table(index="outer", columns="inner", values="yield", aggfunc="first")
+    grid = grid.sort_index().sort_index(axis=1)
+    figure = Figure(figsize=(7.0, 1.2 + 0.55 * max(len(grid), 3)), layout="constrained")
+    ax = figure.subplots()
+    image = ax.imshow(grid.to_numpy(), cmap="RdYlGn", vmin=0, vmax=1, aspect="auto", origin="lower")
+    cells = table.set_index(["outer", "inner"])
+    for i, o in enumerate(grid.index):
+        for j, v in enumerate(grid.columns):
+            if (o, v) not in cells.index:
+                continue
+            cell = cells.loc[(o, v)]
+            ax.text(j, i, f"{int(cell['passes'])}/{int(cell['chips'])}", ha="center",
+                    va="center", fontsize=7)  # fmt: skip
+            if bool(cell["certified"]):
+                ax.add_patch(_cell_outline(j, i))
+    if grid.shape[0] > 1 and grid.shape[1] > 1:
+        values = np.nan_to_num(grid.to_numpy(dtype=float), nan=0.0)
+        ax.contour(values, levels=[summary["target_yield"]], colors="k", linewidths=1.5)
+    ax.set_xticks(range(grid.shape[1]), [f"{v:g}" for v in grid.columns])
+    ax.set_yticks(range(grid.shape[0]), [f"{o:g}" for o in grid.index])
+    ax.set_xlabel(f"{inner['field']} [{inner['unit']}]")
+    ax.set_ylabel(f"{outer['field']} [{outer['unit']}]")
+    figure.colorbar(image, ax=ax, label="yield (chips within budget)")
+    ax.set_title(
+        f"{summary['card']} card: chips within {summary['budget_points']:g} pt of digital; "
+        f"contour: yield {summary['target_yield']:.0%}; outlined: certified at "
+        f"{summary['confidence']:.0%}",
+        fontsize=9,
+    )
+    return figure
+
+
+def _cell_outline(x: int, y: int) -> Any:
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, edgecolor="k", linewidth=1.2)
