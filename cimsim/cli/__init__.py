@@ -8,7 +8,9 @@ instant. Every user error ends as one line on stderr and exit code 2 (see :func:
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 
 import typer
 
@@ -65,9 +67,15 @@ app.command("noise-models")(catalog.noise_models)
 app.add_typer(devices.devices_app, name="devices")
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors become one stderr line and exit code 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)  # a scheduler's stop is a Ctrl-C: points kept
     try:
         result = app(args=argv, prog_name="cimsim", standalone_mode=False)
     except CimsimError as err:

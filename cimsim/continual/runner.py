@@ -41,6 +41,7 @@ from cimsim.continual.learners import Learner, branch_names
 from cimsim.core.config import to_dict
 from cimsim.core.errors import CimsimError
 from cimsim.core.io import append_point, read_json, write_atomic
+from cimsim.core.lock import one_writer
 from cimsim.core.progress import Progress, Silent
 from cimsim.runs.results import CONTINUAL_POINT, environment, read_points, replace_rows
 from cimsim.runs.sweep import chip_seed
@@ -91,6 +92,7 @@ def _prepare(config: ContinualConfig, out_dir: Path) -> tuple[dict[str, Any], li
     return record, read_points(out_dir / POINTS_FILE, repair=True, unique=CONTINUAL_POINT)
 
 
+@one_writer
 def run_continual(
     config: ContinualConfig, out_dir: Path, *, cache_dir: Path, progress: Progress | None = None
 ) -> Path:

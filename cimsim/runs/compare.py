@@ -23,6 +23,7 @@ from cimsim.chip.cards import DeviceCard
 from cimsim.core.config import config_hash, to_dict
 from cimsim.core.errors import CimsimError
 from cimsim.core.io import write_atomic
+from cimsim.core.lock import one_writer
 from cimsim.core.progress import Progress
 from cimsim.runs.plots import plot_sweep, save_figure
 from cimsim.runs.results import (
@@ -39,6 +40,7 @@ from cimsim.runs.sweep import SweepConfig, run_sweep
 STEM = "comparison"
 
 
+@one_writer
 def run_compare(
     base: SweepConfig,
     methods: tuple[str, ...],

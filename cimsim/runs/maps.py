@@ -25,6 +25,7 @@ from cimsim.chip.cards import DeviceCard
 from cimsim.core.config import to_dict
 from cimsim.core.errors import CimsimError
 from cimsim.core.io import read_json, write_atomic
+from cimsim.core.lock import LOCK_FILE, one_writer
 from cimsim.core.progress import Progress, Silent
 from cimsim.runs.tolerance import ToleranceConfig, run_tolerance, write_tolerance_report
 
@@ -36,6 +37,7 @@ def row_dir(out_dir: Path, outer: str, value: float) -> Path:
     return out_dir / f"{outer}={value:g}"
 
 
+@one_writer
 def run_map(
     config: ToleranceConfig,
     outer: str,
@@ -74,7 +76,7 @@ def run_map(
         kept = sorted(set(stored["outer"]["values"]) | set(outer_values))
         record["outer"]["values"] = kept
         record["rows"] = [row_dir(out_dir, outer, v).name for v in kept]
-    elif out_dir.exists() and any(out_dir.iterdir()):
+    elif any(p.name != LOCK_FILE for p in out_dir.iterdir()):
         raise CimsimError(f"{out_dir} is not empty and holds no map; choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / MAP_JSON, json.dumps(record, indent=2, default=str) + "\n")

@@ -20,6 +20,7 @@ from typing import Any
 from cimsim.chip.placement import any_of
 from cimsim.core.errors import CimsimError
 from cimsim.core.io import read_json, write_atomic
+from cimsim.core.lock import one_writer
 from cimsim.core.progress import Progress, Silent
 from cimsim.runs.tolerance import ToleranceConfig, run_tolerance, write_tolerance_report
 
@@ -48,6 +49,7 @@ def ranked_groups(sensitivity_dir: Path, grouping: str, value: float) -> list[di
     ]  # fmt: skip
 
 
+@one_writer
 def run_placement(
     config: ToleranceConfig,
     sensitivity_dir: Path,

@@ -38,6 +38,7 @@ from cimsim.chip.placement import GROUPINGS, block_of, kind_of, layer_groups
 from cimsim.core.config import to_dict, with_defaults
 from cimsim.core.errors import CimsimError
 from cimsim.core.io import append_point, read_json, write_atomic
+from cimsim.core.lock import one_writer
 from cimsim.core.progress import Progress, Silent
 from cimsim.runs.results import CONFIG_FILE, POINTS_FILE, RESULTS_CSV, environment, read_points
 from cimsim.runs.sweep import (
@@ -114,6 +115,7 @@ def redraw_seed(seed: int, group: str) -> int:
     return int(hashlib.sha256(f"{seed}/redraw/{group}".encode()).hexdigest()[:15], 16)
 
 
+@one_writer
 def run_sensitivity(
     config: SensitivityConfig,
     out_dir: Path,

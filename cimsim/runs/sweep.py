@@ -34,6 +34,7 @@ from cimsim.chip.placement import Placement, placement_record
 from cimsim.core.config import config_hash, to_dict
 from cimsim.core.errors import CimsimError
 from cimsim.core.io import append_point, read_json, write_atomic
+from cimsim.core.lock import one_writer
 from cimsim.core.progress import Progress, Silent
 from cimsim.core.ranges import check_chips, parse_range
 from cimsim.eval.config import EvalConfig
@@ -377,6 +378,7 @@ def unpack_bits(text: str, n: int) -> Any:
     return np.unpackbits(raw, bitorder="little")[:n].astype(bool)
 
 
+@one_writer
 def run_sweep(
     config: SweepConfig,
     out_dir: Path,

@@ -52,6 +52,7 @@ from cimsim.chip.cards import DeviceCard
 from cimsim.core.config import config_hash, to_dict, with_defaults
 from cimsim.core.errors import CimsimError
 from cimsim.core.io import append_point, read_json, write_atomic
+from cimsim.core.lock import one_writer
 from cimsim.core.progress import Progress, Silent
 from cimsim.runs import signoff
 from cimsim.runs.results import CONFIG_FILE, POINTS_FILE, RESULTS_CSV, environment, read_points
@@ -150,6 +151,7 @@ def common_chip_seed(seed: int, card: str, field: str, instance: int) -> int:
     return int(hashlib.sha256(key.encode()).hexdigest()[:15], 16)
 
 
+@one_writer
 def run_tolerance(
     config: ToleranceConfig,
     out_dir: Path,
