@@ -177,7 +177,7 @@ class CausalScorer(nn.Module):
         # cache: row r is text text_of[r], label label_of[r].
         text_of = rows.repeat_interleave(len(multi))  # (n * m,)
         label_of = torch.tensor(multi, device=self.device).repeat(n)  # (n * m,)
-        cache = out.past_key_values
+        cache = out.cache
         cache.batch_select_indices(text_of)  # every layer's (n, heads, width, hd) -> (n * m, ...)
         inputs, valid = self._pad([continuations[j][:-1] for j in multi] * n)  # (n * m, steps)
         targets, _ = self._pad([continuations[j][1:] for j in multi] * n)  # (n * m, steps)
@@ -187,7 +187,7 @@ class CausalScorer(nn.Module):
             input_ids=inputs,
             attention_mask=torch.cat([mask[text_of], valid], dim=1),  # (n * m, width + steps)
             position_ids=positions,
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
         ).last_hidden_state  # (n * m, steps, d)
         keep = valid.bool()
