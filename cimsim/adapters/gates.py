@@ -252,7 +252,7 @@ def _hook(bank: GateBank) -> Any:
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         if input_ids is None:
             return
-        past = kwargs.get("past_key_values")
+        past = kwargs.get("cache", kwargs.get("past_key_values"))  # transformers' new, old name
         cached = past is not None and (
             past.get_seq_length() > 0 if hasattr(past, "get_seq_length") else bool(past)
         )
