@@ -42,6 +42,7 @@ def run_sweep_and_report(
     cache_dir: Path,
     budget: float,
     methods: tuple[str, ...] | None = None,
+    executor: Any = None,
 ) -> None:
     """Run the sweep (or, with ``methods``, the comparison) on ``card`` (``config``'s card,
     resolved once by the caller) behind progress bars, then report."""
@@ -51,9 +52,15 @@ def run_sweep_and_report(
 
     with interruptible(out_dir, "points") as progress:
         if methods is None:
-            run_sweep(config, out_dir, cache_dir=cache_dir, card=card, progress=progress)
+            run_sweep(
+                config, out_dir, cache_dir=cache_dir, card=card, progress=progress,
+                executor=executor,
+            )  # fmt: skip
         else:
-            run_compare(config, methods, out_dir, cache_dir=cache_dir, card=card, progress=progress)
+            run_compare(
+                config, methods, out_dir, cache_dir=cache_dir, card=card, progress=progress,
+                executor=executor,
+            )  # fmt: skip
     if methods is None:
         print_report(write_report(out_dir, budget=budget), out_dir)
         return

@@ -58,6 +58,22 @@ def sweep(
     device: Device = None,
     card: Card = None,
     digital: Digital = None,
+    executor: Annotated[
+        str,
+        typer.Option(help="Where chips are evaluated: local, or ray (pip install 'cimsim[ray]')."),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster to join (auto: the one `ray start --head` made); "
+            "default: a new local one."
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Ray workers (actors), each loading the model once.")
+    ] = 2,
+    worker_cpus: Annotated[float, typer.Option(help="CPUs per Ray worker.")] = 1.0,
+    worker_gpus: Annotated[float, typer.Option(help="GPUs per Ray worker.")] = 0.0,
     torch_device: TorchDeviceOrNone = None,
     noise_model: NoiseModelName = None,
     engine: Annotated[
@@ -127,10 +143,19 @@ def sweep(
     )  # fmt: skip
     check_budget(budget)
     check_torch_device(config.compute_device)
+    if executor not in ("local", "ray"):
+        raise CimsimError(f"--executor is local or ray, got '{executor}'")
+    runner = None
+    if executor == "ray":
+        from cimsim.runs.executors import RayExecutor
+
+        runner = RayExecutor(address, workers, worker_cpus, worker_gpus)
     resolved = config.resolve_card(chosen)
     if len(methods) == 1 and not comparing:
         out_dir = out if out is not None else config.default_out_dir(resolved)
-        run_sweep_and_report(config, resolved, out_dir, resolve_cache_dir(cache_dir), budget / 100)
+        run_sweep_and_report(
+            config, resolved, out_dir, resolve_cache_dir(cache_dir), budget / 100, None, runner
+        )
         return
     from cimsim.runs.compare import default_compare_dir
 
@@ -138,5 +163,5 @@ def sweep(
         dataclasses.replace(config, method=other)
     out_dir = out if out is not None else default_compare_dir(config, resolved, methods)
     run_sweep_and_report(
-        config, resolved, out_dir, resolve_cache_dir(cache_dir), budget / 100, methods
+        config, resolved, out_dir, resolve_cache_dir(cache_dir), budget / 100, methods, runner
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -49,6 +50,7 @@ def run_compare(
     cache_dir: Path,
     card: DeviceCard | None = None,
     progress: Progress | None = None,
+    executor: Any = None,
 ) -> Path:
     """One sweep of ``base`` per method, into ``out_dir / method``, all on one card:
     ``base.resolve_card()``, given as ``card`` or resolved here."""
@@ -59,7 +61,10 @@ def run_compare(
     card = card if card is not None else base.resolve_card()
     for method in methods:
         config = dataclasses.replace(base, method=method)
-        run_sweep(config, out_dir / method, cache_dir=cache_dir, card=card, progress=progress)
+        run_sweep(
+            config, out_dir / method, cache_dir=cache_dir, card=card, progress=progress,
+            executor=executor,
+        )  # fmt: skip
     return out_dir
 
 

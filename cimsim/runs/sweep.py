@@ -386,9 +386,12 @@ def run_sweep(
     cache_dir: Path,
     card: DeviceCard | None = None,
     progress: Progress | None = None,
+    executor: Any = None,
 ) -> Path:
     """Run (or resume) the sweep into ``out_dir``; returns ``out_dir``. ``card`` is
-    ``config.resolve_card()`` when the caller has it (resolved here otherwise).
+    ``config.resolve_card()`` when the caller has it (resolved here otherwise). ``executor``
+    (:class:`cimsim.runs.executors.RayExecutor`) evaluates the chips elsewhere; this process
+    stays the only writer of the folder.
 
     Every row records, against the digital reference on the same examples, how many examples
     the chip ``broken`` (digital right, chip wrong) and ``fixed`` (the reverse); the digital
@@ -435,19 +438,11 @@ def run_sweep(
     need_digital = ("digital", config.vary, None, -1) not in done
     progress.stage(f"sweeping {config.vary} ({card.name})", len(pending) + int(need_digital))
 
-    def finish(result: Any, started: float, row: dict[str, Any]) -> None:
-        row = {
-            **base_row,
-            **row,
-            "accuracy": result.accuracy,
-            "n_correct": result.n_correct,
-            "n_examples": result.n_examples,
-            "eval_seconds": round(time.perf_counter() - started, 3),
-        }
-        if reference is not None and row["card"] != "digital" and result.correct is not None:
-            chip = result.correct.numpy()
-            row["broken"] = int((reference & ~chip).sum())
-            row["fixed"] = int((~reference & chip).sum())
+    def finish(row: dict[str, Any], correct: Any) -> None:
+        row = {**base_row, **row}
+        if reference is not None and row["card"] != "digital" and correct is not None:
+            row["broken"] = int((reference & ~correct).sum())
+            row["fixed"] = int((~reference & correct).sum())
         append_point(out_dir / POINTS_FILE, row)
         rows.append(row)
         write_atomic(out_dir / RESULTS_CSV, points_frame(rows).to_csv(index=False))
@@ -459,33 +454,64 @@ def run_sweep(
         result = evaluate(scorer, task, test, config.eval.batch_size)
         assert result.correct is not None  # evaluate always records the examples
         reference = result.correct.numpy()
-        digital = {"card": "digital", "noise_model": "digital", "value": None, "instance": -1}
-        digital.update(value_unit="", sigma=None, chip_seed=None, correct=pack_bits(reference))
-        finish(result, started, digital)
-    for value, instance in pending:
-        point_card = card.with_value(config.vary, value)
-        seed = chip_seed(config.seed, card.name, config.vary, value, instance)
-        started = time.perf_counter()
-        with programmed(
-            loaded, scorer, point_card, seed, config.engine, config.placement
-        ) as chip_scorer:
-            result = evaluate(chip_scorer, task, test, config.eval.batch_size)
-        row = {
-            "card": card.name,
-            "noise_model": card.noise.name,
-            "value": value,
-            "value_unit": card.unit(config.vary),
-            "sigma": point_card.noise.sigma,
-            "sigma_unit": card.noise.sigma_unit,
-            "instance": instance,
-            "chip_seed": seed,
+        digital: dict[str, Any] = {
+            "card": "digital",
+            "noise_model": "digital",
+            "value": None,
+            "instance": -1,
         }
-        if config.vary != "sigma":
-            row[config.vary] = value
-        finish(result, started, row)
+        digital.update(value_unit="", sigma=None, chip_seed=None, correct=pack_bits(reference))
+        digital.update(accuracy=result.accuracy, n_correct=result.n_correct)
+        digital.update(n_examples=result.n_examples)
+        digital["eval_seconds"] = round(time.perf_counter() - started, 3)
+        finish(digital, None)
+    if executor is not None and pending:
+        seen = set()
+        for row, correct in executor.points(config, card, train_card, cache_dir, pending):
+            key = (row["value"], row["instance"])
+            if key not in seen:  # a retried point can come back twice: the first is kept
+                seen.add(key)
+                finish(row, unpack_bits(correct, len(test)))
+        pending = []
+    for value, instance in pending:
+        row, correct = chip_point(deployment, config, card, value, instance)
+        finish(row, unpack_bits(correct, len(test)))
     undeploy(loaded.model)
     write_atomic(out_dir / RESULTS_CSV, points_frame(rows).to_csv(index=False))
     return out_dir
+
+
+def chip_point(
+    deployment: Deployment, config: SweepConfig, card: DeviceCard, value: float, instance: int
+) -> tuple[dict[str, Any], str]:
+    """Program chip ``instance`` at ``value`` and evaluate it: the point's row (without the
+    paired counts) and its per-example results, packed. Local and distributed runs call it."""
+    from cimsim.eval.evaluate import evaluate
+
+    point_card = card.with_value(config.vary, value)
+    seed = chip_seed(config.seed, card.name, config.vary, value, instance)
+    started = time.perf_counter()
+    loaded, scorer = deployment.loaded, deployment.scorer
+    with programmed(
+        loaded, scorer, point_card, seed, config.engine, config.placement
+    ) as chip_scorer:
+        result = evaluate(chip_scorer, deployment.task, deployment.test, config.eval.batch_size)
+    row: dict[str, Any] = {
+        "card": card.name,
+        "noise_model": card.noise.name,
+        "value": value,
+        "value_unit": card.unit(config.vary),
+        "sigma": point_card.noise.sigma,
+        "sigma_unit": card.noise.sigma_unit,
+        "instance": instance,
+        "chip_seed": seed,
+    }
+    if config.vary != "sigma":
+        row[config.vary] = value
+    row.update(accuracy=result.accuracy, n_correct=result.n_correct, n_examples=result.n_examples)
+    row["eval_seconds"] = round(time.perf_counter() - started, 3)
+    assert result.correct is not None
+    return row, pack_bits(result.correct.numpy())
 
 
 def _reference(rows: list[dict[str, Any]], n: int) -> Any:
