@@ -120,6 +120,9 @@ def _signoff(sheet: Sheet, folder: Path, heading: str | None = None) -> dict[str
         lines.append(f"**No certified tolerance on the grid** ({summary['chips']} chips)")
     for reason in summary["not_certified_because"]:
         lines.append(f"- {reason}")
+    grid = sorted(float(v) for v in record["config"]["sweep"]["values"])
+    lines.append(f"- Searched: {field} from {grid[0]:g} to {grid[-1]:g} [{unit}] ({len(grid)} "
+                 f"values; the card's own {field} above is not used)")  # fmt: skip
     lines.append(f"- Rule: {summary['rule']}")
     lines.append(f"- Test-set resolution: {summary['resolution_points']:.2f} points; "
                  f"{summary['chips_needed_at_all_pass']} chips are the fewest that can certify "
