@@ -191,3 +191,23 @@ def points_frame(rows: list[dict[str, Any]]):  # -> pandas.DataFrame
             for column in columns
         }
     )
+
+
+def stored_record(out_dir: Path, schema: str, what: str) -> dict[str, Any] | None:
+    """A results folder's ``config.json`` record, checked to hold a ``what`` run of ``schema``
+    (None for a new folder, which is created)."""
+    from cimsim.core.errors import CimsimError
+    from cimsim.core.io import read_json
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CimsimError(f"cannot use {out_dir} as the results folder: {err.strerror}") from None
+    if (out_dir / CONFIG_FILE).exists():
+        stored = read_json(out_dir / CONFIG_FILE)
+        if stored.get("schema") != schema:
+            raise CimsimError(f"{out_dir} holds a '{stored.get('schema')}' run, not a {what}")
+        return stored
+    if (out_dir / POINTS_FILE).exists():
+        raise CimsimError(f"{out_dir} has {POINTS_FILE} but no {CONFIG_FILE}; choose another --out")
+    return None

@@ -40,7 +40,14 @@ from cimsim.core.errors import CimsimError
 from cimsim.core.io import append_point, read_json, write_atomic
 from cimsim.core.lock import one_writer
 from cimsim.core.progress import Progress, Silent
-from cimsim.runs.results import CONFIG_FILE, POINTS_FILE, RESULTS_CSV, environment, read_points
+from cimsim.runs.results import (
+    CONFIG_FILE,
+    POINTS_FILE,
+    RESULTS_CSV,
+    environment,
+    read_points,
+    stored_record,
+)
 from cimsim.runs.sweep import (
     SweepConfig,
     check_card,
@@ -240,15 +247,9 @@ def run_sensitivity(
 
 def _prepare(config: SensitivityConfig, out_dir: Path) -> tuple[dict[str, Any], list[dict]]:
     """The folder's record and finished rows; resuming needs the same config."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise CimsimError(f"cannot use {out_dir} as the results folder: {err.strerror}") from None
     record: dict[str, Any] = {"schema": SCHEMA, "config": to_dict(config)}
-    if (out_dir / CONFIG_FILE).exists():
-        stored = read_json(out_dir / CONFIG_FILE)
-        if stored.get("schema") != SCHEMA:
-            raise CimsimError(f"{out_dir} holds a '{stored.get('schema')}' run, not a sensitivity")
+    stored = stored_record(out_dir, SCHEMA, "sensitivity")
+    if stored is not None:
         old = stored.get("config")
         if not isinstance(old, dict):
             raise CimsimError(f"{out_dir / CONFIG_FILE} is damaged: no sensitivity config")
@@ -257,8 +258,6 @@ def _prepare(config: SensitivityConfig, out_dir: Path) -> tuple[dict[str, Any], 
                 f"{out_dir} holds a sensitivity run with another config; choose another --out"
             )
         record = {**stored, "config": to_dict(config)}
-    elif (out_dir / POINTS_FILE).exists():
-        raise CimsimError(f"{out_dir} has {POINTS_FILE} but no {CONFIG_FILE}; choose another --out")
     return record, read_points(out_dir / POINTS_FILE, repair=True, required=("mode",), unique=POINT)
 
 

@@ -55,7 +55,14 @@ from cimsim.core.io import append_point, read_json, write_atomic
 from cimsim.core.lock import one_writer
 from cimsim.core.progress import Progress, Silent
 from cimsim.runs import signoff
-from cimsim.runs.results import CONFIG_FILE, POINTS_FILE, RESULTS_CSV, environment, read_points
+from cimsim.runs.results import (
+    CONFIG_FILE,
+    POINTS_FILE,
+    RESULTS_CSV,
+    environment,
+    read_points,
+    stored_record,
+)
 from cimsim.runs.statistics import LARGER_IS_BETTER
 from cimsim.runs.sweep import (
     SweepConfig,
@@ -338,15 +345,9 @@ def _start(found: list[int], size: int) -> int:
 def _prepare(config: ToleranceConfig, out_dir: Path) -> tuple[dict[str, Any], list[dict]]:
     """The folder's record and finished rows; the same config is required to resume (the
     number of chips may grow)."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise CimsimError(f"cannot use {out_dir} as the results folder: {err.strerror}") from None
     record: dict[str, Any] = {"schema": SCHEMA, "config": to_dict(config)}
-    if (out_dir / CONFIG_FILE).exists():
-        stored = read_json(out_dir / CONFIG_FILE)
-        if stored.get("schema") != SCHEMA:
-            raise CimsimError(f"{out_dir} holds a '{stored.get('schema')}' run, not a sign-off")
+    stored = stored_record(out_dir, SCHEMA, "sign-off")
+    if stored is not None:
         old, new = stored.get("config"), to_dict(config)
         if not isinstance(old, dict) or not isinstance(old.get("sweep"), dict):
             raise CimsimError(f"{out_dir / CONFIG_FILE} is damaged: no sign-off config")
@@ -356,8 +357,6 @@ def _prepare(config: ToleranceConfig, out_dir: Path) -> tuple[dict[str, Any], li
                 f"{out_dir} holds a sign-off with another config; choose another --out"
             )
         record = {**stored, "config": new}
-    elif (out_dir / POINTS_FILE).exists():
-        raise CimsimError(f"{out_dir} has {POINTS_FILE} but no {CONFIG_FILE}; choose another --out")
     return record, read_points(out_dir / POINTS_FILE, repair=True, required=("card",), unique=POINT)
 
 
