@@ -170,3 +170,25 @@ def test_a_bad_pattern_is_one_line_and_no_folder(
     assert main([*argv, "--out", str(out)]) == 2
     assert "matches no analog layer" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_sweep_with_everything_digital_is_digital_and_with_nothing_is_the_plain_sweep(
+    shared: dict[str, Path], tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    def rows(out: Path) -> dict[tuple, tuple]:
+        lines = (out / "points.jsonl").read_text().splitlines()
+        return {(r["card"], r["value"], r["instance"]): (r["n_correct"], r.get("broken"),
+                r.get("fixed")) for r in map(json.loads, lines)}  # fmt: skip
+
+    argv = ["sweep", *options(shared, tiny_bert_dir), "--noise", "0.5,2", "--seeds", "2"]
+    runs = {name: tmp_path / name for name in ("plain", "nothing", "everything")}
+    assert main([*argv, "--out", str(runs["plain"])]) == 0
+    assert main([*argv, "--digital", "no-such-layer", "--out", str(runs["nothing"])]) == 0
+    assert main([*argv, "--digital", ".", "--out", str(runs["everything"])]) == 0
+    assert rows(runs["nothing"]) == rows(runs["plain"])
+    digital = rows(runs["everything"])
+    n_correct = digital[("digital", None, -1)][0]
+    assert all(v == (n_correct, 0, 0) for k, v in digital.items() if k[0] != "digital")
+    assert rows(runs["plain"]) != digital  # the chips do differ from digital
+    placement = json.loads((runs["everything"] / "config.json").read_text())["placement"]
+    assert placement["analog_fraction"] == 0.0
