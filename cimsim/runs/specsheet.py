@@ -220,8 +220,9 @@ def _map(sheet: Sheet, folder: Path) -> None:
     outer, inner = summary["outer"], summary["inner"]
     lines = sheet.lines
     lines += [f"## Design-space map: {outer['field']} x {inner['field']} ({folder.name})", ""]
-    lines.append(f"{summary['chips']} common chips per cell; budget {summary['budget_points']:g} "
-                 f"pt, yield {summary['target_yield']:.0%} at {summary['confidence']:.0%}. "
+    lines.append(f"Card {summary['card']}; {summary['chips']} common chips per cell; budget "
+                 f"{summary['budget_points']:g} pt, yield {summary['target_yield']:.0%} at "
+                 f"{summary['confidence']:.0%}. "
                  f"Rule: {summary['rule']}")  # fmt: skip
     lines.append("")
     for row in summary["certified_per_row"]:
@@ -291,8 +292,10 @@ def _pdf(title: str, lines: list[str], figures: list[Path], path: Path) -> None:
     with PdfPages(path, metadata={"Title": title, "CreationDate": None}) as pdf:
         figure = page()
         y = 0.965
-        figure.text(0.06, y, title, fontsize=14, weight="bold")
-        y -= 0.035
+        for piece in textwrap.wrap(title, 58):
+            figure.text(0.06, y, piece, fontsize=14, weight="bold")
+            y -= 0.025
+        y -= 0.01
         for line, table in _aligned(lines):
             heading = line.startswith("## ")
             clean = line.removeprefix("## ").replace("**", "")
