@@ -130,3 +130,29 @@ def test_a_parked_chip_comes_back_unchanged_and_its_buffers_are_reused() -> None
     undeploy(model)  # released: the same seed is programmed again, from its generator
     assert torch.equal(deploy(model, noise, seed=4)(x), other)
     assert all(layer._parked is None for layer in analog_layers(model))
+
+
+@pytest.mark.parametrize("card_name", ["channel", "multiplicative", "rram-macro"])
+def test_an_in_place_chip_reads_as_the_buffered_one_and_undeploy_restores_every_weight(
+    tiny_bert_dir: Path, card_name: str
+) -> None:
+    from transformers import BertModel
+
+    from cimsim.chip.cards import load_card
+
+    card = load_card(card_name)
+    model = BertModel.from_pretrained(tiny_bert_dir).eval()
+    clean = {name: value.clone() for name, value in model.state_dict().items()}
+    x = torch.randint(1000, 2000, (2, 8))
+    with torch.no_grad():
+        for seed in (3, 4):  # a second chip replaces the first in place
+            deploy(model, card.noise, seed, card.tile)
+            buffered = model(x).last_hidden_state
+            deploy(model, card.noise, seed, card.tile, in_place=True)
+            assert torch.equal(model(x).last_hidden_state, buffered)
+            if card.tile.is_ideal and card.noise.read_noise == 0:  # no chip buffer at all
+                assert all(layer.programmed_weight is None for layer in analog_layers(model))
+        undeploy(model)
+    restored = {k.replace(".base_layer.", "."): v for k, v in model.state_dict().items()}
+    assert restored.keys() == clean.keys()
+    assert all(torch.equal(restored[name], value) for name, value in clean.items())

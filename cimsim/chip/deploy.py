@@ -60,6 +60,9 @@ class AnalogLinear(nn.Module):
         # After ``clear(release=False)``: the chip and its (d_out, d_in) weights, kept so that the
         # same chip comes back for free and another one is written into the same buffer.
         self._parked: tuple[tuple[NoiseModel, int, TileConfig] | None, torch.Tensor] | None = None
+        # In-place mode: the digital weights, kept on the host while the chip's weights are
+        # written into ``base_layer.weight`` itself (see ``program(in_place=True)``).
+        self._clean: torch.Tensor | None = None
 
     @property
     def weight(self) -> torch.Tensor:
@@ -82,12 +85,32 @@ class AnalogLinear(nn.Module):
         generator: torch.Generator,
         tile: TileConfig | None = None,
         read_generator: torch.Generator | None = None,
+        in_place: bool = False,
     ) -> None:
-        """Program this tile once: the target is the digital weight, the result is kept."""
-        target = self.base_layer.weight.detach()
+        """Program this tile once: the target is the digital weight, the result is kept.
+
+        ``in_place`` (exact-matmul tiles only; a simulated periphery keeps its own buffers):
+        the chip's weights overwrite ``base_layer.weight`` and the digital weights wait on the
+        host (pinned when the layer is on a GPU) until ``clear`` copies them back, so a chip
+        costs no device memory beyond the digital model and one layer's scratch."""
+        weight = self.base_layer.weight
+        if self._clean is not None:  # a previous in-place chip: program from the clean copy
+            weight.data.copy_(self._clean)
+        target = weight.detach()
         self.tile = tile or TileConfig()
         self.read_noise = noise.read_noise
         self.read_generator = read_generator
+        if in_place and self.is_exact_matmul:
+            if self._clean is None:
+                clean = target.to("cpu", copy=True)
+                self._clean = clean.pin_memory() if weight.is_cuda else clean
+            self._parked = None
+            self.programmed_weight = self.channel_scale = None
+            programmed = program_weights(noise, target, generator, self.tile)
+            weight.data.copy_(programmed)
+            return
+        if self._clean is not None:
+            self._clean = None  # the weight holds the digital values again (copied above)
         if self.is_exact_matmul:
             out = self.programmed_weight
             if out is None and self._parked is not None:
@@ -107,6 +130,9 @@ class AnalogLinear(nn.Module):
     def clear(self, release: bool = True) -> None:
         """Forget the programmed weights: the layer is digital again. With ``release=False`` an
         exact-matmul chip is parked (see ``restore``); its buffer is reused by the next chip."""
+        if self._clean is not None:  # an in-place chip: the digital weights come back
+            self.base_layer.weight.data.copy_(self._clean)
+            self._clean = None
         if release:
             self._parked = None
         elif self.programmed_weight is not None and self.is_exact_matmul:
@@ -218,9 +244,14 @@ def deploy(
     seed: int,
     tile: TileConfig | None = None,
     digital: Callable[[str], bool] | None = None,
+    in_place: bool = False,
 ) -> nn.Module:
     """Program ``model``'s base weights as chip instance ``seed`` under ``noise``, behind the
     periphery of ``tile`` (default: ideal); return ``model``.
+
+    ``in_place`` writes the chip into the base weights themselves (:meth:`AnalogLinear.program`),
+    for models whose weights fill the device; ``undeploy`` restores them bit for bit. Until
+    then the model object holds the chip: do not save it while deployed.
 
     Deploys in place (tiles are attached on first use). ``undeploy`` makes it digital again.
     Programming draws and per-read draws (read and output noise) come from two generators
@@ -235,8 +266,10 @@ def deploy(
     if not layers:
         raise ValueError("deploy: the model has no linear layer to map onto tiles")
     chip = (noise, seed, tile or TileConfig())
-    if digital is None and all(
-        layer._parked is not None and layer._parked[0] == chip for layer in layers
+    if (
+        not in_place
+        and digital is None
+        and all(layer._parked is not None and layer._parked[0] == chip for layer in layers)
     ):
         for layer in layers:  # the same chip was parked by undeploy(release=False): no work
             layer.restore(chip)
@@ -246,7 +279,7 @@ def deploy(
     read_generator = chip_generator(_read_seed(seed), device)
     with reused_scratch():  # one set of scratch buffers for the whole chip
         for layer in layers:
-            layer.program(noise, generator, tile, read_generator)
+            layer.program(noise, generator, tile, read_generator, in_place)
             layer.chip = chip
     if digital is not None:
         for name, layer in named_tiles(model):
