@@ -13,6 +13,8 @@ folder behind.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import os
 import shutil
@@ -110,9 +112,6 @@ def _acquire(path: Path, me: dict[str, Any], on_stale: Callable[[str], None] | N
 def one_writer(function: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a ``run_*(…, out_dir, …, progress=None)`` so that it holds ``out_dir``'s lock
     for its whole run (a stale lock's takeover is logged through ``progress``, or stderr)."""
-    import functools
-    import inspect
-
     signature = inspect.signature(function)
 
     @functools.wraps(function)

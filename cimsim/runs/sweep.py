@@ -466,16 +466,15 @@ def run_sweep(
         digital["eval_seconds"] = round(time.perf_counter() - started, 3)
         finish(digital, None)
     if executor is not None and pending:
-        seen = set()
-        for row, correct in executor.points(config, card, train_card, cache_dir, pending):
-            key = (row["value"], row["instance"])
-            if key not in seen:  # a retried point can come back twice: the first is kept
-                seen.add(key)
-                finish(row, unpack_bits(correct, len(test)))
-        pending = []
-    for value, instance in pending:
-        row, correct = chip_point(deployment, config, card, value, instance)
-        finish(row, unpack_bits(correct, len(test)))
+        results = executor.points(config, card, train_card, cache_dir, pending)
+    else:
+        results = (chip_point(deployment, config, card, v, i) for v, i in pending)
+    seen = set()
+    for row, correct in results:
+        key = (row["value"], row["instance"])
+        if key not in seen:  # a retried remote point can come back twice: the first is kept
+            seen.add(key)
+            finish(row, unpack_bits(correct, len(test)))
     undeploy(loaded.model)
     write_atomic(out_dir / RESULTS_CSV, points_frame(rows).to_csv(index=False))
     return out_dir
