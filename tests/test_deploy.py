@@ -156,3 +156,42 @@ def test_an_in_place_chip_reads_as_the_buffered_one_and_undeploy_restores_every_
     restored = {k.replace(".base_layer.", "."): v for k, v in model.state_dict().items()}
     assert restored.keys() == clean.keys()
     assert all(torch.equal(restored[name], value) for name, value in clean.items())
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("card_name", ["channel", "rram-macro"])
+def test_a_half_precision_chip_is_the_float32_draw_cast_to_the_models_dtype(
+    tiny_bert_dir: Path, dtype: str, card_name: str
+) -> None:
+    from cimsim.chip.cards import load_card
+
+    card = load_card(card_name).with_value("sigma", 0.05 if card_name == "channel" else 1.0)
+    half = load_model(str(tiny_bert_dir), dtype=dtype)
+    full = load_model(str(tiny_bert_dir))
+    assert half.fingerprint != full.fingerprint  # adapters trained on it are cached apart
+    deploy(half.model, card.noise, 7, card.tile)
+    layers = analog_layers(half.model)
+    if card.tile.is_ideal:
+        for layer in layers:  # the chip costs the model's bytes per weight
+            assert layer.programmed_weight is not None
+            assert layer.programmed_weight.dtype == getattr(torch, dtype)
+        # the same draws as a float32 model holding the half-precision weights, then cast
+        for layer in attach_tiles(full.model):
+            layer.base_layer.weight.data = layer.base_layer.weight.to(getattr(torch, dtype)).float()
+        deploy(full.model, card.noise, 7, card.tile)
+        for h, f in zip(layers, analog_layers(full.model), strict=True):
+            assert torch.equal(h.programmed_weight, f.programmed_weight.to(h.weight.dtype))
+        # noise statistics: (w' - w) / (sigma max|W[row,:]|) is standard normal
+        w = torch.cat([layer.weight.float().flatten() for layer in layers])
+        scale = torch.cat(
+            [layer.weight.float().abs().amax(1, keepdim=True).expand_as(layer.weight).flatten()
+             for layer in layers]
+        )  # fmt: skip
+        programmed = torch.cat([layer.programmed_weight.float().flatten() for layer in layers])
+        z = (programmed - w) / (0.05 * scale)
+        assert abs(z.mean().item()) < 0.02 and abs(z.std().item() - 1) < 0.03
+    x = half.tokenizer(["a short text"], return_tensors="pt")
+    with torch.no_grad():
+        out = half.model(**x).last_hidden_state
+    assert out.dtype == getattr(torch, dtype) and torch.isfinite(out).all()
+    undeploy(half.model)

@@ -337,6 +337,42 @@ def test_causal_lm_sweep(shared: dict[str, Path], tiny_llama_dir: Path, tmp_path
     assert set(points(out)) == {("digital", None, -1)} | noisy_keys((0.05,))
 
 
+def test_an_in_place_sweep_gives_the_buffered_points(
+    shared: dict[str, Path], tiny_bert_dir: Path, finished: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "in-place"
+    assert main(sweep_argv(shared, tiny_bert_dir, out, "--in-place")) == 0
+    assert points(out) == points(finished)
+    assert read_config(out)["config"]["in_place"] is True
+    assert finished.name == "run" and read_config(finished)["config"]["in_place"] is False
+
+
+def test_a_bfloat16_sweep_runs_its_model_and_chips_in_bfloat16(
+    shared: dict[str, Path], tiny_llama_dir: Path, tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "bf16"
+    options = ("--lora-targets", "q_proj,v_proj", "--noise", "0.05", "--dtype", "bfloat16")
+    assert main(sweep_argv(shared, tiny_llama_dir, out, *options)) == 0
+    config = read_config(out)
+    assert config["config"]["dtype"] == "bfloat16"
+    rows = points(out)
+    assert set(rows) == {("digital", None, -1)} | noisy_keys((0.05,))
+    assert all(0 <= r["accuracy"] <= 1 for r in rows.values())
+    encoder = tmp_path / "bf16-encoder"  # a classifier head on a bfloat16 encoder too
+    assert main(sweep_argv(shared, tiny_bert_dir, encoder, "--dtype", "bfloat16")) == 0
+    assert len(points(encoder)) == 1 + 2 * 2
+
+
+def test_a_default_folder_name_does_not_depend_on_fields_left_at_their_defaults() -> None:
+    from cimsim.chip.cards import load_card
+    from cimsim.runs.sweep import SweepConfig
+
+    card = load_card("channel")
+    plain = SweepConfig().default_out_dir(card)
+    assert SweepConfig(dtype="float32", in_place=False).default_out_dir(card) == plain
+    assert SweepConfig(dtype="bfloat16").default_out_dir(card) != plain
+
+
 # ---------------------------------------------------------------- device cards and other axes
 
 

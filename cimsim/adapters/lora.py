@@ -108,7 +108,10 @@ class LoraLinear(nn.Module):
             return out
         for name in self.active_adapters:
             a, b = self.lora_A[name], self.lora_B[name]
-            delta = b(a(self.lora_dropout[name](x))) * self.scaling[name]  # (rows, ..., d_out)
+            # The branch keeps its own dtype (float32 on a bfloat16/float16 base: SRAM weights
+            # trained at full precision); its input and output are cast across.
+            h = self.lora_dropout[name](x).to(a.weight.dtype)
+            delta = (b(a(h)) * self.scaling[name]).to(out.dtype)  # (rows, ..., d_out)
             gate = self.gate_values.get(name)
             if gate is not None:
                 delta = delta * gate.view(-1, *(1,) * (delta.dim() - 1))  # (rows, 1, ..., 1)

@@ -9,10 +9,11 @@ The base layer is wrapped, never modified: :class:`AnalogLinear` keeps the digit
 instance is one programming event, fixed by its seed; ``deploy`` programs all tiles of a model with
 one generator seeded by that seed, layer after layer in module order, so the seed alone decides
 every weight. Re-programming another instance overwrites the same buffers (no new allocation):
-a deployed chip costs 4 bytes per analog weight on top of the digital model (plus one scale per
-output channel when the periphery is simulated). While a chip is being programmed, the conductance
-models also hold scratch buffers of a few times the largest layer, reused from layer to layer and
-released when the chip is done.
+a deployed chip costs the model's bytes per analog weight (4 in float32, 2 in bfloat16/float16)
+on top of the digital model (a simulated periphery keeps float32 tiles plus one scale per output
+channel), and nothing beyond one layer's scratch in place (``deploy(in_place=True)``). While a
+chip is being programmed, the conductance models also hold scratch buffers of a few times the
+largest layer, reused from layer to layer and released when the chip is done.
 """
 
 from __future__ import annotations
@@ -122,9 +123,10 @@ class AnalogLinear(nn.Module):
             self.channel_scale = None
         else:
             # Behind a periphery the tiles hold normalised slices; see cimsim.chip.tile.
-            programmed = program_weights(noise, target, generator, self.tile)
+            # The ADC arithmetic stays float32 whatever the model's dtype.
+            programmed = program_weights(noise, target.float(), generator, self.tile)
             self.programmed_weight, self.channel_scale = program_tiles(
-                programmed, target, self.tile
+                programmed, target.float(), self.tile
             )
 
     def clear(self, release: bool = True) -> None:
@@ -154,15 +156,17 @@ class AnalogLinear(nn.Module):
             return self.base_layer(x)
         if self.channel_scale is None:
             return F.linear(x, self.programmed_weight, self.base_layer.bias)
-        return analog_linear(
-            x,
+        bias = self.base_layer.bias
+        y = analog_linear(
+            x.float(),
             self.programmed_weight,
             self.channel_scale,
-            self.base_layer.bias,
+            None if bias is None else bias.float(),
             self.tile,
             self.read_noise,
             self.read_generator,
         )
+        return y.to(x.dtype)
 
     def extra_repr(self) -> str:
         state = "digital" if self.programmed_weight is None else "programmed"
@@ -182,7 +186,14 @@ def program_weights(
     tile is its own crossbar, as in aihwkit), so rows split over tiles are programmed slice by
     slice. The weight-domain models keep their own definitions (the ``channel`` model's scale is
     the whole row's max |w|, as DESIGN.md defines sigma).
+
+    A bfloat16 or float16 target is programmed in float32 (the same draws as the float32
+    model's, up to the target's rounding) and the result cast to the target's dtype, so the
+    chip costs the model's bytes per weight, not four.
     """
+    if target.dtype != torch.float32:  # bf16/fp16 models: drawn in float32, then cast
+        programmed = program_weights(noise, target.float(), generator, tile)
+        return programmed.to(target.dtype) if out is None else out.copy_(programmed)
     d_out, d_in = target.shape
     if not isinstance(noise, ConductanceNoise) or tile.n_tiles(d_in) == 1:
         return noise.program(target, generator, out=out)

@@ -76,6 +76,20 @@ Digital = Annotated[
         "digital (e.g. 'layer\\.0\\.|value'; names as `cimsim sensitivity` lists them)."
     ),
 ]
+Dtype = Annotated[
+    str,
+    typer.Option(
+        help="Base weights and chips in float32, bfloat16 or float16 (noise drawn in float32, "
+        "then cast): half the memory per weight."
+    ),
+]
+InPlace = Annotated[
+    bool,
+    typer.Option(
+        help="Write each chip into the base weights (digital ones kept on the host): no device "
+        "memory per chip, the same numbers; for models that fill the GPU."
+    ),
+]
 TorchDeviceOrNone = Annotated[str | None, typer.Option(help="torch device, explicitly.")]
 NoiseModelName = Annotated[
     str | None,
@@ -95,6 +109,34 @@ LoraTargets = Annotated[
 Epochs = Annotated[int, typer.Option(help="Training epochs.")]
 TrainSize = Annotated[int, typer.Option(help="Training examples (stratified subsample; 0: all).")]
 BatchSize = Annotated[int, typer.Option(help="Texts per evaluation batch.")]
+
+# Where points are evaluated (sweep, compare, tolerance, continual, run), defined once.
+Executor = Annotated[
+    str, typer.Option(help="Where chips are evaluated: local, or ray (pip install 'cimsim[ray]').")
+]
+Address = Annotated[
+    str | None,
+    typer.Option(
+        help="Ray cluster to join (auto: the one `ray start --head` made); default: a new "
+        "local one."
+    ),
+]
+Workers = Annotated[int, typer.Option(help="Ray workers (actors), each loading the model once.")]
+WorkerCpus = Annotated[float, typer.Option(help="CPUs per Ray worker.")]
+WorkerGpus = Annotated[float, typer.Option(help="GPUs per Ray worker.")]
+
+
+def make_executor(
+    executor: str, address: str | None, workers: int, cpus: float, gpus: float
+) -> Any:
+    """The executor the options name: None (local, this process) or a RayExecutor."""
+    if executor == "local":
+        return None
+    if executor != "ray":
+        raise CimsimError(f"--executor is local or ray, got '{executor}'")
+    from cimsim.runs.executors import RayExecutor
+
+    return RayExecutor(address, workers, cpus, gpus)
 
 
 def check_budget(budget: float) -> None:
@@ -236,6 +278,8 @@ def sweep_config(
     max_length: int,
     batch_size: int,
     digital: str | None = None,
+    dtype: str = "float32",
+    in_place: bool = False,
 ) -> tuple[Any, Any]:
     """The SweepConfig the deployment options describe (sweep, compare, tolerance) and the card
     it names, loaded once. ``--device`` is a card or a torch device, whichever it names."""
@@ -276,6 +320,8 @@ def sweep_config(
             ),
             compute_device=torch_device or "cpu",
             digital=digital,
+            dtype=dtype,
+            in_place=in_place,
         )
     except ValueError as err:
         raise CimsimError(str(err)) from None

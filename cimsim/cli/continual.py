@@ -7,7 +7,9 @@ from typing import Annotated
 import typer
 
 from cimsim.cli.common import (
+    Address,
     CacheDir,
+    Executor,
     Lam,
     LearningRate,
     MaxLength,
@@ -16,7 +18,11 @@ from cimsim.cli.common import (
     TorchDevice,
     TrainDevice,
     TrainNoise,
+    WorkerCpus,
+    WorkerGpus,
+    Workers,
     check_torch_device,
+    make_executor,
     resolve_cache_dir,
     train_config,
 )
@@ -82,6 +88,11 @@ def continual(
     seed: Annotated[int, typer.Option(help="Root seed of inits, orders and chips.")] = 0,
     out: RunDir = None,
     torch_device: TorchDevice = "cpu",
+    executor: Executor = "local",
+    address: Address = None,
+    workers: Workers = 2,
+    worker_cpus: WorkerCpus = 1.0,
+    worker_gpus: WorkerGpus = 0.0,
     cache_dir: CacheDir = None,
 ) -> None:
     """Continual learning on a noisy analog base: accuracy matrices, AP and FT per method."""
@@ -111,4 +122,5 @@ def continual(
         raise CimsimError(str(err)) from None
     check_torch_device(torch_device)
     out_dir = out if out is not None else config.default_out_dir()
-    run_continual_and_report(config, out_dir, resolve_cache_dir(cache_dir))
+    runner = make_executor(executor, address, workers, worker_cpus, worker_gpus)
+    run_continual_and_report(config, out_dir, resolve_cache_dir(cache_dir), runner)

@@ -113,14 +113,16 @@ def print_report(report: Any, out_dir: Path) -> None:
         console.print(f"figure:  {path}")
 
 
-def run_continual_and_report(config: Any, out_dir: Path, cache_dir: Path) -> None:
+def run_continual_and_report(
+    config: Any, out_dir: Path, cache_dir: Path, executor: Any = None
+) -> None:
     """Run (or resume) behind progress bars, then print the AP/FT summary."""
     import pandas as pd
 
     from cimsim.continual.runner import run_continual
 
     with interruptible(out_dir, "evaluations") as progress:
-        run_continual(config, out_dir, cache_dir=cache_dir, progress=progress)
+        run_continual(config, out_dir, cache_dir=cache_dir, progress=progress, executor=executor)
     summary = pd.read_csv(out_dir / "summary.csv")
     console = rich_console()
     console.print(
@@ -132,13 +134,17 @@ def run_continual_and_report(config: Any, out_dir: Path, cache_dir: Path) -> Non
         console.print(f"written: {out_dir / name}")
 
 
-def run_tolerance_and_report(config: Any, card: Any, out_dir: Path, cache_dir: Path) -> Any:
+def run_tolerance_and_report(
+    config: Any, card: Any, out_dir: Path, cache_dir: Path, executor: Any = None
+) -> Any:
     """Run (or resume) the sign-off behind progress bars, print its rule, yield table and
     certified tolerance; returns the report."""
     from cimsim.runs.tolerance import run_tolerance, write_tolerance_report
 
     with interruptible(out_dir, "decisions") as progress:
-        run_tolerance(config, out_dir, cache_dir=cache_dir, card=card, progress=progress)
+        run_tolerance(
+            config, out_dir, cache_dir=cache_dir, card=card, progress=progress, executor=executor
+        )
     report = write_tolerance_report(out_dir)
     print_tolerance(report, out_dir)
     return report

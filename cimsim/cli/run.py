@@ -9,10 +9,12 @@ from typing import Annotated
 import typer
 
 from cimsim.cli.common import (
+    Address,
     CacheDir,
     RunDir,
     TorchDevice,
     check_torch_device,
+    make_executor,
     path_value,
     resolve_cache_dir,
 )
@@ -36,19 +38,42 @@ def run(
     out: RunDir = None,
     cache_dir: CacheDir = None,
     device: TorchDevice = "cpu",
+    executor: Annotated[
+        str | None,
+        typer.Option(help="local or ray; default: the file's [executor] kind (local if none)."),
+    ] = None,
+    address: Address = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Ray workers (default: the file's, or 2).")
+    ] = None,
+    worker_cpus: Annotated[
+        float | None, typer.Option(help="CPUs per Ray worker (default 1).")
+    ] = None,
+    worker_gpus: Annotated[
+        float | None, typer.Option(help="GPUs per Ray worker (default 0).")
+    ] = None,
 ) -> None:
     """Run (or resume) an experiment file's sweep, comparison or continual experiment and
     publish its figures, table and data under figures/<name>/."""
     from cimsim.continual.experiment import is_continual, load_continual, publish_continual
+    from cimsim.core.io import read_toml
     from cimsim.runs.compare import default_compare_dir
-    from cimsim.runs.experiments import load_experiment, publish
+    from cimsim.runs.experiments import executor_table, load_experiment, publish
 
     check_torch_device(device)
+    table = executor_table(experiment, read_toml(experiment, "experiment file"))
+    given = {"kind": executor, "address": address, "workers": workers,
+             "worker_cpus": worker_cpus, "worker_gpus": worker_gpus}  # fmt: skip
+    table.update({k: v for k, v in given.items() if v is not None})
+    runner = make_executor(
+        table.get("kind", "local"), table.get("address"), table.get("workers", 2),
+        table.get("worker_cpus", 1.0), table.get("worker_gpus", 0.0),
+    )  # fmt: skip
     if is_continual(experiment):
         name, _, continual = load_continual(experiment)
         continual = dataclasses.replace(continual, compute_device=device)
         out_dir = out if out is not None else continual.default_out_dir()
-        run_continual_and_report(continual, out_dir, resolve_cache_dir(cache_dir))
+        run_continual_and_report(continual, out_dir, resolve_cache_dir(cache_dir), runner)
         target = publish_continual(name, experiment, out_dir, figures_dir)
         print(f"published {target}/ (figures, data, config and the experiment file)")
         return
@@ -59,7 +84,7 @@ def run(
     if spec.signoff is not None:
         tolerance = dataclasses.replace(spec.tolerance(), sweep=config)
         out = out if out is not None else tolerance.default_out_dir(card)
-        run_tolerance_and_report(tolerance, card, out, resolve_cache_dir(cache_dir))
+        run_tolerance_and_report(tolerance, card, out, resolve_cache_dir(cache_dir), runner)
         target = publish(spec, out, figures_dir)
         print(f"published {target}/ (figure, data, config and the experiment file)")
         return
@@ -70,6 +95,6 @@ def run(
             if methods
             else config.default_out_dir(card)
         )
-    run_sweep_and_report(config, card, out, resolve_cache_dir(cache_dir), 0.01, methods)
+    run_sweep_and_report(config, card, out, resolve_cache_dir(cache_dir), 0.01, methods, runner)
     target = publish(spec, out, figures_dir)
     print(f"published {target}/ (figure, data, config and the experiment file)")

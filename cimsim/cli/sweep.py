@@ -11,12 +11,16 @@ import typer
 
 from cimsim.cli.common import (
     Adapter,
+    Address,
     BatchSize,
     CacheDir,
     Card,
     Device,
     Digital,
+    Dtype,
     Epochs,
+    Executor,
+    InPlace,
     Lam,
     LearningRate,
     LoraAlpha,
@@ -32,8 +36,12 @@ from cimsim.cli.common import (
     TrainNoise,
     TrainSize,
     Vary,
+    WorkerCpus,
+    WorkerGpus,
+    Workers,
     check_budget,
     check_torch_device,
+    make_executor,
     path_value,
     resolve_cache_dir,
     sweep_config,
@@ -58,23 +66,14 @@ def sweep(
     device: Device = None,
     card: Card = None,
     digital: Digital = None,
-    executor: Annotated[
-        str,
-        typer.Option(help="Where chips are evaluated: local, or ray (pip install 'cimsim[ray]')."),
-    ] = "local",
-    address: Annotated[
-        str | None,
-        typer.Option(
-            help="Ray cluster to join (auto: the one `ray start --head` made); "
-            "default: a new local one."
-        ),
-    ] = None,
-    workers: Annotated[
-        int, typer.Option(help="Ray workers (actors), each loading the model once.")
-    ] = 2,
-    worker_cpus: Annotated[float, typer.Option(help="CPUs per Ray worker.")] = 1.0,
-    worker_gpus: Annotated[float, typer.Option(help="GPUs per Ray worker.")] = 0.0,
+    executor: Executor = "local",
+    address: Address = None,
+    workers: Workers = 2,
+    worker_cpus: WorkerCpus = 1.0,
+    worker_gpus: WorkerGpus = 0.0,
     torch_device: TorchDeviceOrNone = None,
+    dtype: Dtype = "float32",
+    in_place: InPlace = False,
     noise_model: NoiseModelName = None,
     engine: Annotated[
         str, typer.Option(help="cimsim (fast) or aihwkit (its analog tile, to cross-check).")
@@ -140,16 +139,11 @@ def sweep(
         lora_targets=lora_targets,
         train=train_config(epochs, train_size, lr, seed, lam, mu, train_device, train_noise),
         test_size=test_size, max_length=max_length, batch_size=batch_size, digital=digital,
+        dtype=dtype, in_place=in_place,
     )  # fmt: skip
     check_budget(budget)
     check_torch_device(config.compute_device)
-    if executor not in ("local", "ray"):
-        raise CimsimError(f"--executor is local or ray, got '{executor}'")
-    runner = None
-    if executor == "ray":
-        from cimsim.runs.executors import RayExecutor
-
-        runner = RayExecutor(address, workers, worker_cpus, worker_gpus)
+    runner = make_executor(executor, address, workers, worker_cpus, worker_gpus)
     resolved = config.resolve_card(chosen)
     if len(methods) == 1 and not comparing:
         out_dir = out if out is not None else config.default_out_dir(resolved)

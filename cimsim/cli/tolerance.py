@@ -12,12 +12,16 @@ import typer
 from cimsim.cli.common import (
     EXIT_NOT_CERTIFIED,
     Adapter,
+    Address,
     BatchSize,
     CacheDir,
     Card,
     Device,
     Digital,
+    Dtype,
     Epochs,
+    Executor,
+    InPlace,
     Lam,
     LearningRate,
     LoraAlpha,
@@ -33,7 +37,11 @@ from cimsim.cli.common import (
     TrainDevice,
     TrainNoise,
     TrainSize,
+    WorkerCpus,
+    WorkerGpus,
+    Workers,
     check_torch_device,
+    make_executor,
     resolve_cache_dir,
     sweep_config,
     train_config,
@@ -66,6 +74,13 @@ def tolerance(
     card: Card = None,
     digital: Digital = None,
     torch_device: TorchDeviceOrNone = None,
+    executor: Executor = "local",
+    address: Address = None,
+    workers: Workers = 2,
+    worker_cpus: WorkerCpus = 1.0,
+    worker_gpus: WorkerGpus = 0.0,
+    dtype: Dtype = "float32",
+    in_place: InPlace = False,
     noise_model: NoiseModelName = None,
     chips: Annotated[int, typer.Option(help="Chip instances judged (tens for a yield).")] = 50,
     budget: Annotated[
@@ -148,6 +163,7 @@ def tolerance(
         lora_targets=lora_targets,
         train=train_config(epochs, train_size, lr, seed, lam, mu, train_device, train_noise),
         test_size=test_size, max_length=max_length, batch_size=batch_size, digital=digital,
+        dtype=dtype, in_place=in_place,
     )  # fmt: skip
     signoff = SignoffConfig(
         budget=budget / 100,
@@ -181,7 +197,8 @@ def tolerance(
         if not reached:
             raise typer.Exit(EXIT_NOT_CERTIFIED)
         return
-    report = run_tolerance_and_report(full, resolved, out_dir, resolve_cache_dir(cache_dir))
+    runner = make_executor(executor, address, workers, worker_cpus, worker_gpus)
+    report = run_tolerance_and_report(full, resolved, out_dir, resolve_cache_dir(cache_dir), runner)
     if require is not None:
         reached = report.certified is not None and (
             report.certified.value <= require

@@ -52,7 +52,7 @@ def load_continual(path: Path) -> tuple[str, str, ContinualConfig]:
     """Name, description and config of a continual experiment file."""
     raw = read_toml(path, "experiment file")
     name = experiment_name(path, raw)
-    unknown = set(raw) - {"name", "description", SECTION}
+    unknown = set(raw) - {"name", "description", SECTION, "executor"}
     if unknown:
         raise CimsimError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
     table = raw[SECTION]

@@ -94,9 +94,17 @@ def _prepare(config: ContinualConfig, out_dir: Path) -> tuple[dict[str, Any], li
 
 @one_writer
 def run_continual(
-    config: ContinualConfig, out_dir: Path, *, cache_dir: Path, progress: Progress | None = None
+    config: ContinualConfig,
+    out_dir: Path,
+    *,
+    cache_dir: Path,
+    progress: Progress | None = None,
+    executor: Any = None,
 ) -> Path:
-    """Run (or resume) the experiment into ``out_dir``; returns ``out_dir``."""
+    """Run (or resume) the experiment into ``out_dir``; returns ``out_dir``. ``executor``
+    (:class:`cimsim.runs.executors.RayExecutor`) runs each (method, task order) on a worker,
+    which trains and evaluates it in a scratch folder and sends back its rows and branches;
+    this process stays the only writer of ``out_dir``."""
     from cimsim.continual.report import write_outputs
     from cimsim.eval.tasks import load_task
 
@@ -114,12 +122,63 @@ def run_continual(
     record["axis"] = {"noise_model": card.noise.name, "sigma_unit": card.noise.sigma_unit}
     record.setdefault("sessions", []).append({"started": time.time(), **environment()})
     write_atomic(out_dir / CONFIG_FILE, json.dumps(record, indent=2, default=str) + "\n")
-    for index, order in enumerate(task_orders(config.tasks, config.orders, config.seed)):
-        for method in config.methods:
-            if method != "joint" or index == 0:  # joint does not depend on the order
-                run.method_on_order(method, index, order)
+    units = [
+        (method, index, order)
+        for index, order in enumerate(task_orders(config.tasks, config.orders, config.seed))
+        for method in config.methods
+        if method != "joint" or index == 0  # joint does not depend on the order
+    ]
+    if executor is None:
+        for unit in units:
+            run.method_on_order(*unit)
+    else:
+        items = [
+            (*unit, [r for r in rows if (r["method"], r["order"]) == unit[:2]])
+            for unit in units
+            if not run.finished(*unit)
+        ]
+        args = (config, card, train_card, str(cache_dir))
+        for result in executor.map(_order_worker, args, _remote_order, items):
+            run.merge(result)
     write_outputs(out_dir, rows, config, card)
     return out_dir
+
+
+def _order_worker(
+    config: ContinualConfig, card: DeviceCard, train_card: DeviceCard | None, cache_dir: str
+) -> tuple[ContinualConfig, DeviceCard, DeviceCard | None, dict[str, Any]]:
+    """A distributed worker's state: the tasks, loaded once."""
+    from cimsim.eval.tasks import load_task
+
+    tasks = {name: load_task(name, cache_dir=Path(cache_dir)) for name in config.tasks}
+    return config, card, train_card, tasks
+
+
+def _remote_order(state: tuple, item: tuple) -> dict[str, Any]:
+    """One method on one order, run into a scratch folder: what it wrote, to send back."""
+    import shutil
+    import tempfile
+
+    config, card, train_card, tasks = state
+    method, index, order, known = item
+    scratch = Path(tempfile.mkdtemp(prefix="cimsim-continual-"))
+    try:
+        run = _Run(config, card, train_card, scratch, tasks, list(known), Silent())
+        run.method_on_order(method, index, order)
+        branches = scratch / "branches"
+        return {
+            "unit": (method, index),
+            "points": run.rows[len(known) :],
+            "training": read_points(scratch / "training.jsonl", required=("method", "order")),
+            "gates": read_points(scratch / "gates.jsonl", required=("method", "order")),
+            "branches": {
+                str(f.relative_to(scratch)): f.read_bytes()
+                for f in sorted(branches.rglob("*"))
+                if f.is_file()
+            },
+        }
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 class _Run:
@@ -147,6 +206,40 @@ class _Run:
     def _chips(self) -> list[tuple[float, int]]:
         return [(v, i) for v in self.config.values for i in range(self.config.instances)]
 
+    def _wanted(self, method: str, index: int, order: tuple[str, ...]) -> set[tuple]:
+        """The keys of every row learning ``order`` with ``method`` writes."""
+        stages = 1 if method == "joint" else len(order)
+        first = len(order) - stages  # joint's single stage is the last row of R
+        return {
+            (method, index, first + s, task, sigma, instance)
+            for s in range(stages)
+            for task in order[: first + s + 1]
+            for sigma, instance in [(None, -1), *self._chips()]
+        }
+
+    def finished(self, method: str, index: int, order: tuple[str, ...]) -> bool:
+        return self._wanted(method, index, order) <= self.done
+
+    def merge(self, result: dict[str, Any]) -> None:
+        """Write what a worker's :func:`_remote_order` sent back, as the local run would have."""
+        method, index = result["unit"]
+        for row in result["points"]:
+            if _key(row) not in self.done:  # a retried remote order can come back twice
+                append_point(self.out_dir / POINTS_FILE, row)
+                self.rows.append(row)
+                self.done.add(_key(row))
+        if result["training"]:
+            replace_rows(
+                self.out_dir / "training.jsonl", result["training"], ("method", "order", "stage")
+            )
+        if result["gates"]:
+            self._write_gates(result["gates"])
+        for name, data in result["branches"].items():
+            path = self.out_dir / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, data)
+        self.progress.log(f"{method}, order {index}: done")
+
     def method_on_order(self, method: str, index: int, order: tuple[str, ...]) -> None:
         """Learn ``order`` with ``method``, evaluating digitally after each stage, then on every
         chip; skipped when all its rows are already written."""
@@ -158,13 +251,7 @@ class _Run:
         config = self.config
         stages = [order] if method == "joint" else [(t,) for t in order]
         first = len(order) - len(stages)  # joint's single stage is the last row of R
-        wanted = {
-            (method, index, first + s, task, sigma, instance)
-            for s in range(len(stages))
-            for task in order[: first + s + 1]
-            for sigma, instance in [(None, -1), *self._chips()]
-        }
-        if wanted <= self.done:
+        if self.finished(method, index, order):
             return
         self.progress.log(f"{method}, order {index}: {' > '.join(order)}")
         loaded = load_model(config.model, device=config.compute_device)
@@ -303,7 +390,6 @@ class _Run:
     @torch.no_grad()
     def _gate_rows(self, learner: Learner, order: tuple[str, ...], base: dict[str, Any]) -> None:
         """Gate values of every final branch on every task's test rows -> gates.jsonl/.csv."""
-        import pandas as pd
 
         assert learner.bank is not None
         task_of = {b: t for t, b in self.branch_of.items()}
@@ -327,6 +413,11 @@ class _Run:
                         "rows": len(values),
                     }
                 )
+        self._write_gates(rows)
+
+    def _write_gates(self, rows: list[dict[str, Any]]) -> None:
+        import pandas as pd
+
         every = replace_rows(self.out_dir / "gates.jsonl", rows, ("method", "order"))
         write_atomic(self.out_dir / "gates.csv", pd.DataFrame(every).to_csv(index=False))
 

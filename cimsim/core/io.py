@@ -33,12 +33,13 @@ def save_tensors(tensors: dict[str, Any], path: Path) -> None:
     os.chmod(path, default_mode())
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that readers see the old or the new file, never half."""
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Replace ``path`` with ``text`` (or bytes) so that readers see the old or the new file,
+    never half."""
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.chmod(tmp, default_mode())
-        with os.fdopen(handle, "w") as f:
+        with os.fdopen(handle, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

@@ -185,8 +185,15 @@ def _kind_of(config: Any) -> ModelKind:
     return "causal" if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else "encoder"
 
 
-def load_model(name_or_path: str, *, device: str = "cpu") -> LoadedModel:
-    """Load a registered model, a local HF directory, or (names with a '/') a hub id."""
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def load_model(name_or_path: str, *, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
+    """Load a registered model, a local HF directory, or (names with a '/') a hub id, its
+    weights in ``dtype`` (one of :data:`DTYPES`; a non-default dtype is part of the model's
+    fingerprint, so adapters trained on it are cached apart)."""
+    if dtype not in DTYPES:
+        raise CimsimError(f"--dtype is one of {', '.join(DTYPES)}, got '{dtype}'")
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -210,7 +217,7 @@ def load_model(name_or_path: str, *, device: str = "cpu") -> LoadedModel:
         config = AutoConfig.from_pretrained(str(path))
         kind = spec.kind if spec else _kind_of(config)
         auto = AutoModelForCausalLM if kind == "causal" else AutoModel
-        model = auto.from_pretrained(str(path), dtype=torch.float32)
+        model = auto.from_pretrained(str(path), dtype=getattr(torch, dtype))
         tokenizer = AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError, KeyError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -220,6 +227,8 @@ def load_model(name_or_path: str, *, device: str = "cpu") -> LoadedModel:
     model.eval().requires_grad_(False).to(device)
     if path.is_dir():
         identity = f"{identity}:{_fingerprint(path)}"
+    if dtype != "float32":
+        identity = f"{identity}:{dtype}"
     targets = spec.lora_targets if spec else _LORA_TARGETS_BY_TYPE.get(config.model_type, ())
     return LoadedModel(
         name=name_or_path,

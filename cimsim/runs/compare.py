@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from cimsim.chip.cards import DeviceCard
-from cimsim.core.config import config_hash, to_dict
+from cimsim.core.config import config_hash
 from cimsim.core.errors import CimsimError
 from cimsim.core.io import write_atomic
 from cimsim.core.lock import one_writer
@@ -76,7 +76,7 @@ def default_compare_dir(
         re.sub(r"[^A-Za-z0-9_.-]+", "_", p)
         for p in ("compare", Path(config.model).name, Path(config.task).stem, card.name)
     )
-    return root / f"{slug}-{config_hash([to_dict(config), card.to_dict(), methods])}"
+    return root / f"{slug}-{config_hash([config.hashed(), card.to_dict(), methods])}"
 
 
 def comparison_points(out_dir: Path, methods: tuple[str, ...]) -> pd.DataFrame:

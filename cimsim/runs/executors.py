@@ -1,14 +1,19 @@
-"""Distributed evaluation of a sweep's chips on Ray; the driver stays the only writer.
+"""Distributed evaluation on Ray; the driver stays the only writer of the results folder.
 
-``RayExecutor(address=None, workers=N)`` starts (or joins, with ``address``) a Ray cluster and
-``points(config, card, train_card, cache_dir, pending)`` yields ``(row, packed correct)`` for
-every pending (value, instance) as workers finish them. Each worker is an actor that loads the
-deployment once (model, task, adapter from the shared cache, which the driver has filled) and
-evaluates many points with the same :func:`cimsim.runs.sweep.chip_point` the local loop calls,
-so a point's numbers do not depend on where it ran (chips are seeded per point). At most two
-points per worker are in flight. A worker that dies is restarted and its points are retried
-(``max_restarts``, ``max_task_retries``): at-least-once, so the driver keeps the first row of a
-point and drops a repeat (:func:`cimsim.runs.sweep.run_sweep`).
+``RayExecutor(address=None, workers=N).map(setup, args, work, items)`` starts (or joins, with
+``address``) a Ray cluster, makes ``workers`` actors that each call ``setup(*args)`` once (load
+the model, task and adapter) and yields ``work(state, item)`` for every item as the actors
+finish them, at most two items per actor in flight. The commands hand it their own units:
+
+* ``sweep``/``compare``: a point (value, chip instance), :func:`cimsim.runs.sweep.chip_point`;
+* ``tolerance``: a chip's whole search, :meth:`cimsim.runs.tolerance.Judge.chip`;
+* ``continual``: one method on one task order, trained and evaluated on every chip.
+
+Each is the function the local loop calls, so a result does not depend on where it ran (chips
+are seeded per point). ``setup``/``work`` must be module-level functions (Ray imports them by
+name on the workers). A worker that dies is restarted and its items are retried
+(``max_restarts``, ``max_task_retries``): at-least-once, so the driver keeps the first result of
+an item and drops a repeat.
 
 Ray is an optional extra (``pip install 'cimsim[ray]'``). On a cluster the cache folder must be
 one every node can read (a shared file system), since workers load the adapter from it.
@@ -17,41 +22,39 @@ one every node can read (a shared file system), since workers load the adapter f
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from cimsim.core.errors import CimsimError
 
-# Test hook: "VALUE,INSTANCE,MARKER" makes the worker evaluating that point exit abruptly once
-# (MARKER is created first), as a node failure would.
+# Test hook: "ITEM,MARKER" (ITEM the item's fields joined by commas, e.g. "0.8,1" for a sweep
+# point) makes the worker given that item exit abruptly once (MARKER is created first), as a
+# node failure would.
 _DIE_ON = "CIMSIM_TEST_WORKER_DIES_ON"
 
 
+def item_key(item: Any) -> str:
+    """An item as the test hook names it."""
+    return ",".join(map(str, item)) if isinstance(item, tuple) else str(item)
+
+
 class _Worker:
-    def __init__(self, config: Any, card: Any, train_card: Any, cache_dir: str) -> None:
-        from cimsim.core.progress import Silent
-        from cimsim.runs.sweep import load_deployment
+    def __init__(self, setup: Callable[..., Any], args: tuple) -> None:
+        self.state = setup(*args)
 
-        self.config, self.card = config, card
-        self.deployment = load_deployment(config, train_card, Path(cache_dir), Silent())
-
-    def point(self, value: float, instance: int) -> tuple[dict[str, Any], str]:
-        from cimsim.runs.sweep import chip_point
-
+    def run(self, work: Callable[[Any, Any], Any], item: Any) -> Any:
         hook = os.environ.get(_DIE_ON)
         if hook:
-            at_value, at_instance, marker = hook.split(",", 2)
-            if (float(at_value), int(at_instance)) == (value, instance) and not Path(
-                marker
-            ).exists():
+            at, marker = hook.rsplit(",", 1)
+            if at == item_key(item) and not Path(marker).exists():
                 Path(marker).touch()
                 os._exit(1)
-        return chip_point(self.deployment, self.config, self.card, value, instance)
+        return work(self.state, item)
 
 
 class RayExecutor:
-    """Evaluate points on Ray actors (``workers`` of them, ``cpus``/``gpus`` each)."""
+    """Run items on Ray actors (``workers`` of them, ``cpus``/``gpus`` each)."""
 
     def __init__(
         self,
@@ -63,6 +66,8 @@ class RayExecutor:
     ) -> None:
         if workers < 1:
             raise CimsimError(f"--workers must be at least 1, got {workers}")
+        if cpus <= 0 or gpus < 0:
+            raise CimsimError(f"--worker-cpus must be > 0, --worker-gpus >= 0; got {cpus}, {gpus}")
         self.address, self.workers, self.cpus, self.gpus = address, workers, cpus, gpus
         self.max_restarts = max_restarts
 
@@ -73,27 +78,39 @@ class RayExecutor:
             raise CimsimError("--executor ray needs Ray: pip install 'cimsim[ray]'") from None
         if not ray.is_initialized():
             env = {_DIE_ON: os.environ[_DIE_ON]} if _DIE_ON in os.environ else {}
-            ray.init(
-                address=self.address, include_dashboard=False, log_to_driver=False,
-                runtime_env={"env_vars": env} if env else None,
-            )  # fmt: skip
+            try:
+                ray.init(
+                    address=self.address, include_dashboard=False, log_to_driver=False,
+                    runtime_env={"env_vars": env} if env else None,
+                )  # fmt: skip
+            except ConnectionError as err:
+                raise CimsimError(f"--address {self.address}: no Ray cluster ({err})") from None
         return ray
 
-    def points(
-        self, config: Any, card: Any, train_card: Any, cache_dir: Path, pending: list
-    ) -> Iterator[tuple[dict[str, Any], str]]:
+    def map(
+        self,
+        setup: Callable[..., Any],
+        args: tuple,
+        work: Callable[[Any, Any], Any],
+        items: list,
+        next_item: Callable[[list], Any] | None = None,
+    ) -> Iterator[Any]:
+        """``work(state, item)`` for every item, in the order they finish. ``next_item`` (given
+        the items not yet sent) may rewrite an item just before it is sent, from what the
+        results so far taught the caller (a sign-off's search start)."""
         ray = self._ray()
         actor = ray.remote(
             num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=self.max_restarts,
             max_task_retries=self.max_restarts,
         )(_Worker)  # fmt: skip
-        pool = [actor.remote(config, card, train_card, str(cache_dir)) for _ in range(self.workers)]
-        queue = list(pending)
+        pool = [actor.remote(setup, args) for _ in range(min(self.workers, len(items)))]
+        queue = list(items)
         running: dict[Any, int] = {}  # object ref -> worker index
 
         def submit(index: int) -> None:
-            value, instance = queue.pop(0)
-            running[pool[index].point.remote(value, instance)] = index
+            item = next_item(queue) if next_item is not None else queue[0]
+            queue.pop(0)
+            running[pool[index].run.remote(work, item)] = index
 
         for index in range(len(pool)):
             for _ in range(2):

@@ -23,6 +23,9 @@ the keys are the command line's words)::
     [signoff]                         # a sign-off of this deployment (cimsim tolerance)
     budget = 2                        # points; also yield, confidence, search, chips_mode,
                                       # early_stop, percentile
+    [executor]                        # where chips are evaluated (not part of the results)
+    kind = "ray"                      # local (default) or ray; also address, workers,
+                                      # worker_cpus, worker_gpus (`cimsim run` options win)
 
 With ``[signoff]`` the file is a sign-off (:func:`cimsim.runs.tolerance.run_tolerance`): the
 sweep's values are the search grid, its ``seeds`` the chips, and ``figures/<name>/`` receives the
@@ -84,6 +87,8 @@ class Experiment:
     signoff: SignoffConfig | None = None
     """With a ``[signoff]`` table: a sign-off (``cimsim tolerance``) of the sweep's deployment,
     its values the search grid and its ``seeds`` the chips."""
+    executor: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The ``[executor]`` table (:func:`executor_table`)."""
 
     def tolerance(self) -> ToleranceConfig:
         assert self.signoff is not None
@@ -94,7 +99,7 @@ def load_experiment(path: Path) -> Experiment:
     """Parse and validate an experiment file."""
     raw = read_toml(path, "experiment file")
     name = experiment_name(path, raw)
-    unknown = set(raw) - {"name", "description", "sweep", "signoff"}
+    unknown = set(raw) - {"name", "description", "sweep", "signoff", "executor"}
     if unknown:
         raise CimsimError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
     table = raw.get("sweep", {})
@@ -111,7 +116,8 @@ def load_experiment(path: Path) -> Experiment:
     if signoff is not None and methods:
         raise CimsimError(f"{path}: [signoff] judges one method; sweep.methods lists several")
     description = str(raw.get("description", ""))
-    return Experiment(name, description, sweep, path, card, methods, signoff)
+    executor = executor_table(path, raw)
+    return Experiment(name, description, sweep, path, card, methods, signoff, executor)
 
 
 _SIGNOFF_KEYS = {
@@ -180,6 +186,32 @@ def _sweep(path: Path, table: dict[str, Any], method: str | None) -> tuple[Sweep
         return SweepConfig(**kwargs), card
     except (TypeError, ValueError) as err:
         raise CimsimError(f"{path}: invalid [sweep]: {err}") from None
+
+
+EXECUTOR_KEYS = {
+    "kind": str, "address": str, "workers": int, "worker_cpus": float, "worker_gpus": float,
+}  # fmt: skip
+
+
+def executor_table(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
+    """The file's ``[executor]`` table, checked: where its chips are evaluated (``kind``: local
+    or ray, with the Ray options of the command line). Empty: local."""
+    table = raw.get("executor", {})
+    if not isinstance(table, dict):
+        raise CimsimError(f"{path}: [executor] must be a table")
+    checked = {}
+    for key, value in table.items():
+        expected = EXECUTOR_KEYS.get(key)
+        if expected is None:
+            raise CimsimError(f"{path}: unknown key executor.{key}")
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not expected:
+            raise CimsimError(f"{path}: executor.{key} must be {expected.__name__}, got {value!r}")
+        checked[key] = value
+    if checked.get("kind", "local") not in ("local", "ray"):
+        raise CimsimError(f"{path}: executor.kind is local or ray, got {checked['kind']!r}")
+    return checked
 
 
 def experiment_name(path: Path, raw: dict[str, Any]) -> str:

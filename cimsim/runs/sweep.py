@@ -96,6 +96,13 @@ class SweepConfig:
     digital: str | None = None
     """Mixed placement: a regular expression over tile names (cimsim.chip.placement); the base
     layers it matches stay digital. None: every base layer is analog."""
+    dtype: str = "float32"
+    """Dtype of the base weights and of the chips programmed from them: float32, bfloat16 or
+    float16 (noise drawn in float32, then cast). LoRA branches stay float32 (trained at full
+    precision on the half-precision base), and the adapter cache keys on the dtype."""
+    in_place: bool = False
+    """Write each chip into the base weights themselves, the digital ones waiting on the host
+    (cimsim.chip.deploy): no device memory for a chip; the same numbers as a buffered chip."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -119,6 +126,10 @@ class SweepConfig:
         Placement(self.digital)  # a user error now if the pattern does not compile
         if self.digital is not None and self.engine != "cimsim":
             raise CimsimError("--digital (mixed placement) needs the cimsim engine")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise CimsimError(f"--dtype is float32, bfloat16 or float16, got '{self.dtype}'")
+        if (self.dtype != "float32" or self.in_place) and self.engine != "cimsim":
+            raise CimsimError("--dtype and --in-place need the cimsim engine")
 
     @property
     def placement(self) -> Placement:
@@ -143,7 +154,19 @@ class SweepConfig:
         if self.vary != "sigma":
             parts.append(self.vary)
         slug = "-".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p) for p in parts)
-        return root / f"{slug}-{config_hash([to_dict(self), card.to_dict()])}"
+        return root / f"{slug}-{config_hash([self.hashed(), card.to_dict()])}"
+
+    def hashed(self) -> dict[str, Any]:
+        """The config as its folder name hashes it: fields added since folders were first
+        named are left out at their defaults, so a folder's default name stays the same."""
+        data = to_dict(self)
+        for key, default in _LATER_FIELDS.items():
+            if data[key] == default:
+                del data[key]
+        return data
+
+
+_LATER_FIELDS = {"dtype": "float32", "in_place": False}
 
 
 def parse_axis(
@@ -227,15 +250,16 @@ def programmed(
     seed: int,
     engine: str,
     placement: Placement | None = None,
+    in_place: bool = False,
 ) -> Iterator[Any]:
     """A scorer whose model runs as chip ``seed`` of ``card`` on ``engine``, with the layers
-    ``placement`` matches kept digital."""
+    ``placement`` matches kept digital (``in_place``: :func:`cimsim.chip.deploy.deploy`)."""
     if engine == "cimsim":
         from cimsim.chip.deploy import deploy
 
         # No undeploy between points: the next chip overwrites the same buffers.
         digital = placement.predicate if placement is not None else None
-        deploy(loaded.model, card.noise, seed, card.tile, digital)
+        deploy(loaded.model, card.noise, seed, card.tile, digital, in_place)
         yield scorer
         return
     from cimsim.chip.aihwkit_engine import aihwkit_deploy
@@ -286,7 +310,7 @@ def load_deployment(
     task = load_task(config.task, cache_dir=cache_dir)
     test = task.test.subset(config.eval.test_size, seed=config.seed)
     progress.log(f"loading model {config.model}")
-    loaded = load_model(config.model, device=config.compute_device)
+    loaded = load_model(config.model, device=config.compute_device, dtype=config.dtype)
     scorer = make_scorer(loaded, config.eval.max_length)
     adapter_record: dict[str, Any] | None = None
     adapter_dir: Path | None = None
@@ -466,7 +490,8 @@ def run_sweep(
         digital["eval_seconds"] = round(time.perf_counter() - started, 3)
         finish(digital, None)
     if executor is not None and pending:
-        results = executor.points(config, card, train_card, cache_dir, pending)
+        args = (config, card, train_card, str(cache_dir))
+        results = executor.map(_point_worker, args, _remote_point, pending)
     else:
         results = (chip_point(deployment, config, card, v, i) for v, i in pending)
     seen = set()
@@ -491,9 +516,10 @@ def chip_point(
     seed = chip_seed(config.seed, card.name, config.vary, value, instance)
     started = time.perf_counter()
     loaded, scorer = deployment.loaded, deployment.scorer
-    with programmed(
-        loaded, scorer, point_card, seed, config.engine, config.placement
-    ) as chip_scorer:
+    chip = programmed(
+        loaded, scorer, point_card, seed, config.engine, config.placement, config.in_place
+    )
+    with chip as chip_scorer:
         result = evaluate(chip_scorer, deployment.task, deployment.test, config.eval.batch_size)
     row: dict[str, Any] = {
         "card": card.name,
@@ -511,6 +537,20 @@ def chip_point(
     row["eval_seconds"] = round(time.perf_counter() - started, 3)
     assert result.correct is not None
     return row, pack_bits(result.correct.numpy())
+
+
+def _point_worker(
+    config: SweepConfig, card: DeviceCard, train_card: DeviceCard | None, cache_dir: str
+) -> tuple[Deployment, SweepConfig, DeviceCard]:
+    """A distributed worker's state: the deployment, loaded once (the driver filled the cache)."""
+    return load_deployment(config, train_card, Path(cache_dir), Silent()), config, card
+
+
+def _remote_point(
+    state: tuple[Deployment, SweepConfig, DeviceCard], point: tuple[float, int]
+) -> tuple[dict[str, Any], str]:
+    deployment, config, card = state
+    return chip_point(deployment, config, card, *point)
 
 
 def _reference(rows: list[dict[str, Any]], n: int) -> Any:

@@ -166,14 +166,13 @@ def run_tolerance(
     cache_dir: Path,
     card: DeviceCard | None = None,
     progress: Progress | None = None,
+    executor: Any = None,
 ) -> Path:
     """Run (or resume) the sign-off into ``out_dir`` and write its summary; returns
-    ``out_dir``. ``card`` is ``config.sweep.resolve_card()`` when the caller has it."""
-    import torch
-
+    ``out_dir``. ``card`` is ``config.sweep.resolve_card()`` when the caller has it.
+    ``executor`` (:class:`cimsim.runs.executors.RayExecutor`) searches the chips elsewhere, one
+    chip per item; this process stays the only writer of the folder."""
     from cimsim.chip.deploy import undeploy
-    from cimsim.eval.evaluate import correct_batches, logit_batches
-    from cimsim.eval.tasks.base import Split
 
     progress = progress or Silent()
     sweep = config.sweep
@@ -193,64 +192,126 @@ def run_tolerance(
     )
     record.setdefault("sessions", []).append({"started": time.time(), **environment()})
     write_atomic(out_dir / CONFIG_FILE, json.dumps(record, indent=2, default=str) + "\n")
-    loaded, scorer, task, test = (
-        deployment.loaded, deployment.scorer, deployment.task, deployment.test
-    )  # fmt: skip
-    batch = sweep.eval.batch_size
-    rule = signoff.Rule.of(len(test), config.signoff.budget, config.signoff.confidence)
-    base = {"model": sweep.model, "task": sweep.task, "method": sweep.method, "varied": sweep.vary}
-    done = {tuple(r[k] for k in POINT): r for r in rows}
-
+    judge = Judge(config, card, deployment)
+    done: dict[tuple, dict[str, Any]] = {tuple(r[k] for k in POINT): r for r in rows}
+    digital = judge.digital_row()
     digital_key = ("digital", sweep.vary, None, -1)
-    logits = torch.cat(list(logit_batches(scorer, task, test, batch)))  # (n, n_labels)
-    reference = (logits.argmax(dim=-1) == torch.tensor(test.labels)).numpy()  # digital right
     if digital_key in done:
-        stored = done[digital_key].get("correct")
-        if stored != pack_bits(reference):
+        if done[digital_key].get("correct") != digital["correct"]:
             raise CimsimError(f"{out_dir}: the digital reference differs from the stored one")
     else:
-        n_right = int(reference.sum())
-        digital: dict[str, Any] = {
-            **base, "card": "digital", "value": None, "instance": -1, "chip_seed": None,
-            "n_correct": n_right, "n_examples": len(test), "accuracy": n_right / len(test),
-            "correct": pack_bits(reference),
-        }  # fmt: skip
         append_point(out_dir / POINTS_FILE, digital)
         rows.append(digital)
-    n_examples = len(test)
-    if config.signoff.early_stop:
-        # Only the examples digital gets right decide (a chip cannot break the others), the
-        # ones a chip breaks first at the front.
-        order = evaluation_order(logits.numpy(), reference)[: int(reference.sum())]
-        test = Split(tuple(test.texts[i] for i in order), tuple(test.labels[i] for i in order))
-        reference = reference[order]
-    # digital-right examples from position i on: the most a chip can still break after i
-    right_after = [int(reference[i:].sum()) for i in range(len(test) + 1)]
 
-    def judge(value: float, instance: int) -> bool:
-        key = (card.name, sweep.vary, value, instance)
-        if key in done:
-            return bool(done[key]["passed"])
+    def keep(row: dict[str, Any]) -> None:
+        key = tuple(row[k] for k in POINT)
+        if key not in done:  # a retried remote chip can come back twice: the first is kept
+            append_point(out_dir / POINTS_FILE, row)
+            rows.append(row)
+            done[key] = row
+        progress.advance()
+
+    def decided(instance: int) -> dict[float, dict[str, Any]]:
+        return {r["value"]: r for k, r in done.items() if k[0] == card.name and k[3] == instance}
+
+    size = len(config.ordered_values())
+    found: list[int] = []  # thresholds of the chips searched so far
+    progress.stage(f"judging {sweep.instances} chips ({config.signoff.search})", sweep.instances)
+    if executor is None:
+        for instance in range(sweep.instances):
+            threshold, _ = judge.chip(instance, _start(found, size), decided(instance), keep)
+            found.append(threshold)
+    else:
+        chips = [(i, size - 1, decided(i)) for i in range(sweep.instances)]
+
+        def start_now(queue: list) -> tuple:
+            instance, _, known = queue[0]
+            return instance, _start(found, size), known
+
+        args = (config, card, train_card, str(cache_dir))
+        for threshold, new in executor.map(_judge_worker, args, _remote_chip, chips, start_now):
+            for row in new:
+                keep(row)
+            found.append(threshold)
+    undeploy(deployment.loaded.model)
+    elapsed = time.perf_counter() - started
+    write_tolerance_report(out_dir, seconds=elapsed)
+    return out_dir
+
+
+class Judge:
+    """Judges chips of one deployment against the sign-off rule; the local loop and every
+    distributed worker build one (the digital reference is evaluated by each, identically).
+
+    With ``early_stop`` only the examples digital gets right are read (a chip cannot break the
+    others), the ones a chip breaks first at the front (:func:`evaluation_order`)."""
+
+    def __init__(self, config: ToleranceConfig, card: DeviceCard, deployment: Any) -> None:
+        import torch
+
+        from cimsim.eval.evaluate import logit_batches
+        from cimsim.eval.tasks.base import Split
+
+        self.config, self.card, self.deployment = config, card, deployment
+        sweep = config.sweep
+        test = deployment.test
+        self.rule = signoff.Rule.of(len(test), config.signoff.budget, config.signoff.confidence)
+        self.base = {
+            "model": sweep.model, "task": sweep.task, "method": sweep.method, "varied": sweep.vary,
+        }  # fmt: skip
+        batches = logit_batches(deployment.scorer, deployment.task, test, sweep.eval.batch_size)
+        logits = torch.cat(list(batches))  # (n, n_labels)
+        self.digital = (logits.argmax(dim=-1) == torch.tensor(test.labels)).numpy()
+        self.n_examples = len(test)
+        self.test, self.reference = test, self.digital
+        if config.signoff.early_stop:
+            order = evaluation_order(logits.numpy(), self.digital)[: int(self.digital.sum())]
+            self.test = Split(
+                tuple(test.texts[i] for i in order), tuple(test.labels[i] for i in order)
+            )
+            self.reference = self.digital[order]
+        # digital-right examples from position i on: the most a chip can still break after i
+        self.right_after = [int(self.reference[i:].sum()) for i in range(len(self.test) + 1)]
+
+    def digital_row(self) -> dict[str, Any]:
+        n_right = int(self.digital.sum())
+        return {
+            **self.base, "card": "digital", "value": None, "instance": -1, "chip_seed": None,
+            "n_correct": n_right, "n_examples": self.n_examples,
+            "accuracy": n_right / self.n_examples, "correct": pack_bits(self.digital),
+        }  # fmt: skip
+
+    def decide(self, value: float, instance: int) -> dict[str, Any]:
+        """Program chip ``instance`` at ``value`` and judge it: its decision row."""
+        from cimsim.eval.evaluate import correct_batches
+
+        config, card, sweep = self.config, self.card, self.config.sweep
+        loaded, scorer = self.deployment.loaded, self.deployment.scorer
         point_card = card.with_value(sweep.vary, value)
         seed = config.seed_of(card.name, value, instance)
         began = time.perf_counter()
         broken = fixed = used = 0
         decision: bool | None = None
-        with programmed(loaded, scorer, point_card, seed, "cimsim", sweep.placement) as chip_scorer:
-            ramp = config.signoff.early_stop
-            for batch_correct in correct_batches(chip_scorer, task, test, batch, ramp=ramp):
+        early = config.signoff.early_stop
+        on_chip = programmed(
+            loaded, scorer, point_card, seed, "cimsim", sweep.placement, sweep.in_place
+        )
+        with on_chip as chip_scorer:
+            batches = correct_batches(
+                chip_scorer, self.deployment.task, self.test, sweep.eval.batch_size, ramp=early
+            )
+            for batch_correct in batches:
                 chip = batch_correct.numpy()
-                right = reference[used : used + len(chip)]
+                right = self.reference[used : used + len(chip)]
                 broken += int((right & ~chip).sum())
                 fixed += int((~right & chip).sum())
                 used += len(chip)
-                if config.signoff.early_stop:
-                    decision = signoff.decide(rule, broken, right_after[used])
+                if early:
+                    decision = signoff.decide(self.rule, broken, self.right_after[used])
                     if decision is not None:
                         break
-        passed = broken <= rule.max_broken if decision is None else decision
         row: dict[str, Any] = {
-            **base,
+            **self.base,
             "card": card.name,
             "noise_model": card.noise.name,
             "value": value,
@@ -258,39 +319,57 @@ def run_tolerance(
             "sigma": point_card.noise.sigma,
             "instance": instance,
             "chip_seed": seed,
-            "passed": passed,
+            "passed": broken <= self.rule.max_broken if decision is None else decision,
             "broken": broken,
             "fixed": fixed,
             "n_used": used,
-            "n_examples": n_examples,
+            "n_examples": self.n_examples,
             "eval_seconds": round(time.perf_counter() - began, 3),
         }
-        if used == n_examples:  # evaluated on every example: its accuracy is known
-            row["n_correct"] = int(reference.sum()) - broken + fixed
-            row["accuracy"] = row["n_correct"] / n_examples
-        append_point(out_dir / POINTS_FILE, row)
-        rows.append(row)
-        done[key] = row
-        progress.advance()
-        return passed
+        if used == self.n_examples:  # evaluated on every example: its accuracy is known
+            row["n_correct"] = int(self.reference.sum()) - broken + fixed
+            row["accuracy"] = row["n_correct"] / self.n_examples
+        return row
 
-    values = config.ordered_values()
-    progress.stage(f"judging {sweep.instances} chips ({config.signoff.search})", sweep.instances)
-    found: list[int] = []  # thresholds of the chips searched so far
-    for instance in range(sweep.instances):
-        if config.signoff.search == "threshold":
+    def chip(
+        self,
+        instance: int,
+        start: int,
+        known: dict[float, dict[str, Any]],
+        keep: Callable[[dict[str, Any]], None],
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Chip ``instance``'s search (from grid index ``start``) or grid, reusing the
+        decisions in ``known`` (value -> row); every new row goes to ``keep`` as it is made.
+        Returns the chip's threshold index (-1 in a grid search) and the new rows."""
+        values = self.config.ordered_values()
+        new: list[dict[str, Any]] = []
 
-            def passes(index: int, instance: int = instance) -> bool:
-                return judge(values[index], instance)
+        def judge(value: float) -> bool:
+            if value not in known:
+                row = self.decide(value, instance)
+                known[value] = row
+                new.append(row)
+                keep(row)
+            return bool(known[value]["passed"])
 
-            found.append(threshold_search(passes, len(values), _start(found, len(values))))
-        else:
-            for value in values:
-                judge(value, instance)
-    undeploy(loaded.model)
-    elapsed = time.perf_counter() - started
-    write_tolerance_report(out_dir, seconds=elapsed)
-    return out_dir
+        if self.config.signoff.search == "threshold":
+            return threshold_search(lambda i: judge(values[i]), len(values), start), new
+        for value in values:
+            judge(value)
+        return -1, new
+
+
+def _judge_worker(
+    config: ToleranceConfig, card: DeviceCard, train_card: DeviceCard | None, cache_dir: str
+) -> Judge:
+    """A distributed worker's state: the deployment and its digital reference, made once."""
+    deployment = load_deployment(config.sweep, train_card, Path(cache_dir), Silent())
+    return Judge(config, card, deployment)
+
+
+def _remote_chip(judge: Judge, item: tuple) -> tuple[int, list[dict[str, Any]]]:
+    instance, start, known = item
+    return judge.chip(instance, start, dict(known), lambda row: None)
 
 
 def evaluation_order(logits: np.ndarray, right: np.ndarray) -> np.ndarray:
