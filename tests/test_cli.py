@@ -142,6 +142,10 @@ def _csv_without_label(directory: Path) -> Path:
         (("--budget", "-1"), "--budget"),
         (("--lora-r", "0"), "rank"),
         (("--no-such-option",), "--no-such-option"),
+        (("--executor", "dask"), "--executor is local or ray"),
+        (("--executor", "ray", "--workers", "0"), "--workers must be at least 1"),
+        (("--dtype", "int8"), "--dtype is float32, bfloat16 or float16"),
+        (("--engine", "aihwkit", "--in-place"), "need the cimsim engine"),
     ],
 )
 def test_bad_option_before_any_loading(
