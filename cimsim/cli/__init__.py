@@ -18,6 +18,7 @@ from cimsim.cli import (
     catalog,
     continual,
     devices,
+    harness,
     plot,
     run,
     sensitivity,
@@ -61,6 +62,11 @@ app.command()(run.run)
 app.command()(train.train)
 app.command()(continual.continual)
 app.command()(plot.plot)
+app.command(
+    "lm-eval",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)(harness.lm_eval)
 app.command()(catalog.models)
 app.command()(catalog.tasks)
 app.command("noise-models")(catalog.noise_models)

@@ -26,6 +26,7 @@ def plot(
     """Redraw a run's figures and summary from its files alone."""
     from cimsim.continual.config import SCHEMA as CONTINUAL
     from cimsim.core.io import read_json
+    from cimsim.runs.harness import SCHEMA as HARNESS
     from cimsim.runs.report import write_report
     from cimsim.runs.results import CONFIG_FILE
     from cimsim.runs.tolerance import SCHEMA as TOLERANCE
@@ -38,6 +39,12 @@ def plot(
         from cimsim.continual.report import redraw
 
         for path in redraw(run_dir):
+            rich_console().print(f"written: {path}")
+        return
+    if schema == HARNESS:
+        from cimsim.runs.harness import write_harness_report
+
+        for path in write_harness_report(run_dir):
             rich_console().print(f"written: {path}")
         return
     if schema == TOLERANCE:

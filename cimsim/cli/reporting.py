@@ -134,6 +134,30 @@ def run_continual_and_report(
         console.print(f"written: {out_dir / name}")
 
 
+def run_harness_and_report(config: Any, card: Any, out_dir: Path, cache_dir: Path) -> None:
+    """Run (or resume) lm-eval's tasks over the grid behind progress bars; print the summary."""
+    import pandas as pd
+
+    from cimsim.runs.harness import run_harness, write_harness_report
+
+    with interruptible(out_dir, "rows") as progress:
+        run_harness(config, out_dir, cache_dir=cache_dir, card=card, progress=progress)
+    paths = write_harness_report(out_dir)
+    points = pd.read_csv(out_dir / "results.csv")
+    digital = points[points["card"] == "digital"].set_index(["task", "metric"])["accuracy"]
+    summary = pd.read_csv(out_dir / "summary.csv")
+    console = rich_console()
+    console.print(f"lm-eval over {summary['varied'].iloc[0]} [{summary['value_unit'].iloc[0]}]:")
+    for _, row in summary.iterrows():
+        task, _, metric = str(row["method"]).partition(" ")
+        console.print(
+            f"  {task} {metric} at {row['value']:g}: {row['mean']:.3f} ± {row['std']:.3f} "
+            f"over {row['n']} chips (digital {digital.get((task, metric), float('nan')):.3f})"
+        )
+    for path in paths:
+        console.print(f"written: {path}")
+
+
 def run_tolerance_and_report(
     config: Any, card: Any, out_dir: Path, cache_dir: Path, executor: Any = None
 ) -> Any:

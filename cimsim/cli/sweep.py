@@ -47,7 +47,7 @@ from cimsim.cli.common import (
     sweep_config,
     train_config,
 )
-from cimsim.cli.reporting import run_sweep_and_report
+from cimsim.cli.reporting import run_harness_and_report, run_sweep_and_report
 from cimsim.core.errors import CimsimError
 
 
@@ -114,6 +114,23 @@ def sweep(
     budget: Annotated[
         float, typer.Option(help="Accuracy budget in points for the tolerance figure.")
     ] = 1.0,
+    lm_eval_tasks: Annotated[
+        str | None,
+        typer.Option(
+            help="Run these lm-evaluation-harness tasks (comma list) on every chip instead of "
+            "the task's accuracy: a causal LM, lm-eval's prompts and metrics "
+            "(pip install 'cimsim[lm-eval]'; data from the local datasets cache)."
+        ),
+    ] = None,
+    lm_eval_include: Annotated[
+        str | None, typer.Option(help="A folder of lm-eval task YAMLs (local tasks).")
+    ] = None,
+    lm_eval_limit: Annotated[
+        int | None, typer.Option(help="Documents per lm-eval task (default: all).")
+    ] = None,
+    lm_eval_fewshot: Annotated[
+        int | None, typer.Option(help="Few-shot examples per lm-eval task (default: its own).")
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -145,6 +162,22 @@ def sweep(
     check_torch_device(config.compute_device)
     runner = make_executor(executor, address, workers, worker_cpus, worker_gpus)
     resolved = config.resolve_card(chosen)
+    if lm_eval_tasks is not None:
+        from cimsim.runs.harness import HarnessConfig
+
+        if comparing or len(methods) > 1 or runner is not None:
+            raise CimsimError("--lm-eval-tasks runs one method locally (sweep, --executor local)")
+        harness = HarnessConfig(
+            sweep=config,
+            tasks=tuple(t.strip() for t in lm_eval_tasks.split(",") if t.strip()),
+            include_path=lm_eval_include,
+            limit=lm_eval_limit,
+            num_fewshot=lm_eval_fewshot,
+            batch_size=batch_size,
+        )
+        out_dir = out if out is not None else harness.default_out_dir(resolved)
+        run_harness_and_report(harness, resolved, out_dir, resolve_cache_dir(cache_dir))
+        return
     if len(methods) == 1 and not comparing:
         out_dir = out if out is not None else config.default_out_dir(resolved)
         run_sweep_and_report(

@@ -204,7 +204,7 @@ def _check_resumable(
     current = to_dict(config)
     defaults = to_dict(SweepConfig())
     for key, value in current.items():
-        was = stored.get(key)
+        was = stored.get(key, defaults[key])  # a field added since that run: at its default
         if isinstance(was, dict) and isinstance(defaults[key], dict):
             was = {**defaults[key], **was}  # a field added since that run stands at its default
         if key not in _GRID_FIELDS and was != value:
