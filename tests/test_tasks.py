@@ -487,3 +487,98 @@ def test_yes_no_questions_share_one_answer_space_and_balance_bbc() -> None:
     }
     assert yes == politics
     assert load_task("bbc-yesno").fingerprint == task.fingerprint  # the "no" draw is seeded
+
+
+# ------------------------------------------------------------- Hugging Face datasets sources
+
+
+def _topic_rows(n: int = 12) -> dict[str, list]:
+    words = {0: "match goal team", 1: "bank market shares", 2: "song album band"}
+    return {
+        "review": [f"{words[i % 3]} {i}" for i in range(n)],
+        "stars": [i % 3 for i in range(n)],
+    }
+
+
+def test_a_save_to_disk_folder_keeps_its_splits_and_class_label_names(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    from cimsim.eval.tasks import load_task
+
+    features = datasets.Features(
+        {"review": datasets.Value("string"),
+         "stars": datasets.ClassLabel(names=["sport", "money", "music"])}
+    )  # fmt: skip
+    splits = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(_topic_rows(12), features=features),
+            "test": datasets.Dataset.from_dict(_topic_rows(6), features=features),
+        }
+    )
+    splits.save_to_disk(str(tmp_path / "topics"))
+    task = load_task(str(tmp_path / "topics"), text_column="review", label_column="stars")
+    assert task.label_names == ("sport", "money", "music")  # ClassLabel order is the index
+    assert len(task.train) == 12 and len(task.test) == 6  # the source's own splits
+    assert task.test.labels == tuple(i % 3 for i in range(6))
+    assert task.test.texts[1] == "bank market shares 1"
+
+
+def test_a_parquet_file_with_its_own_columns_is_split_by_cimsims_rule(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    from cimsim.eval.tasks import load_task
+
+    datasets.Dataset.from_dict(_topic_rows(30)).to_parquet(str(tmp_path / "t.parquet"))
+    task = load_task(str(tmp_path / "t.parquet"), text_column="review", label_column="stars")
+    assert task.label_names == ("0", "1", "2")
+    assert len(task.train) + len(task.test) == 30 and len(task.test) == 6
+
+
+@pytest.mark.parametrize(
+    ("rows", "options", "message"),
+    [
+        (_topic_rows(6), {"text_column": "body", "label_column": "stars"}, "no column 'body'"),
+        (
+            {"review": ["a", "b"], "stars": [1, 1]},
+            {"text_column": "review", "label_column": "stars"},
+            "at least 2 distinct labels",
+        ),  # fmt: skip
+    ],
+)
+def test_a_bad_datasets_source_is_one_line(
+    tmp_path: Path, rows: dict, options: dict, message: str
+) -> None:
+    datasets = pytest.importorskip("datasets")
+    from cimsim.core.errors import CimsimError
+    from cimsim.eval.tasks import load_task
+
+    features = datasets.Features(
+        {"review": datasets.Value("string"), "stars": datasets.Value("int64")}
+    )
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "t"))
+    with pytest.raises(CimsimError, match=message):
+        load_task(str(tmp_path / "t"), **options)
+
+
+def test_an_empty_source_is_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("datasets")
+    from cimsim.core.errors import CimsimError
+    from cimsim.eval.tasks import load_task
+
+    (tmp_path / "empty.csv").write_text("review,stars\n")  # datasets refuses it: no data
+    with pytest.raises(CimsimError, match="empty.csv: .*no data"):
+        load_task(str(tmp_path / "empty.csv"), text_column="review", label_column="stars")
+
+
+def test_a_missing_column_on_the_command_line_leaves_no_folder(
+    tiny_bert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    datasets = pytest.importorskip("datasets")
+    from cimsim.cli import main
+
+    datasets.Dataset.from_dict(_topic_rows(30)).to_parquet(str(tmp_path / "t.parquet"))
+    out = tmp_path / "run"
+    argv = ["sweep", "--model", str(tiny_bert_dir), "--task", str(tmp_path / "t.parquet"),
+            "--text-column", "body", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no column 'body' (--text-column)" in err[0]
+    assert not out.exists()

@@ -96,7 +96,20 @@ NoiseModelName = Annotated[
     typer.Option(help="Shorthand for the shipped card of a noise model (cimsim noise-models)."),
 ]
 Model = Annotated[str, typer.Option(help="Registered model, local HF directory or hub id.")]
-Task = Annotated[str, typer.Option(help="Registered task or a .jsonl/.csv with text,label.")]
+Task = Annotated[
+    str,
+    typer.Option(
+        help="Registered task, a .jsonl/.csv with text,label, or a datasets source: a "
+        "save_to_disk folder or a .json/.jsonl/.csv/.parquet file (see --text-column)."
+    ),
+]
+TextColumn = Annotated[
+    str | None, typer.Option(help="A datasets source's text column (default: text).")
+]
+LabelColumn = Annotated[
+    str | None,
+    typer.Option(help="A datasets source's label column (default: label; ClassLabel names used)."),
+]
 Adapter = Annotated[
     Path | None,
     typer.Option(parser=path_value, help="Evaluate this peft LoRA adapter instead of training."),
@@ -280,6 +293,8 @@ def sweep_config(
     digital: str | None = None,
     dtype: str = "float32",
     in_place: bool = False,
+    text_column: str | None = None,
+    label_column: str | None = None,
 ) -> tuple[Any, Any]:
     """The SweepConfig the deployment options describe (sweep, compare, tolerance) and the card
     it names, loaded once. ``--device`` is a card or a torch device, whichever it names."""
@@ -322,6 +337,8 @@ def sweep_config(
             digital=digital,
             dtype=dtype,
             in_place=in_place,
+            text_column=text_column,
+            label_column=label_column,
         )
     except ValueError as err:
         raise CimsimError(str(err)) from None

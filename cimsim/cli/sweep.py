@@ -21,6 +21,7 @@ from cimsim.cli.common import (
     Epochs,
     Executor,
     InPlace,
+    LabelColumn,
     Lam,
     LearningRate,
     LoraAlpha,
@@ -31,6 +32,7 @@ from cimsim.cli.common import (
     Mu,
     NoiseModelName,
     Task,
+    TextColumn,
     TorchDeviceOrNone,
     TrainDevice,
     TrainNoise,
@@ -81,6 +83,8 @@ def sweep(
     seeds: Annotated[int, typer.Option(help="Chip instances (programming events) per value.")] = 3,
     model: Model = "minilm",
     task: Task = "bbc-news",
+    text_column: TextColumn = None,
+    label_column: LabelColumn = None,
     method: Annotated[
         str | None,
         typer.Option(
@@ -156,7 +160,7 @@ def sweep(
         lora_targets=lora_targets,
         train=train_config(epochs, train_size, lr, seed, lam, mu, train_device, train_noise),
         test_size=test_size, max_length=max_length, batch_size=batch_size, digital=digital,
-        dtype=dtype, in_place=in_place,
+        dtype=dtype, in_place=in_place, text_column=text_column, label_column=label_column,
     )  # fmt: skip
     check_budget(budget)
     check_torch_device(config.compute_device)

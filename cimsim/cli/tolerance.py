@@ -22,6 +22,7 @@ from cimsim.cli.common import (
     Epochs,
     Executor,
     InPlace,
+    LabelColumn,
     Lam,
     LearningRate,
     LoraAlpha,
@@ -33,6 +34,7 @@ from cimsim.cli.common import (
     NoiseModelName,
     RunDir,
     Task,
+    TextColumn,
     TorchDeviceOrNone,
     TrainDevice,
     TrainNoise,
@@ -124,6 +126,8 @@ def tolerance(
     place_max: Annotated[int, typer.Option(help="Most groups --place-from keeps digital.")] = 4,
     model: Model = "minilm",
     task: Task = "bbc-news",
+    text_column: TextColumn = None,
+    label_column: LabelColumn = None,
     method: Annotated[
         str, typer.Option(help="How LoRA is trained: lora, noise-aware, halora, none.")
     ] = "lora",
@@ -163,7 +167,7 @@ def tolerance(
         lora_targets=lora_targets,
         train=train_config(epochs, train_size, lr, seed, lam, mu, train_device, train_noise),
         test_size=test_size, max_length=max_length, batch_size=batch_size, digital=digital,
-        dtype=dtype, in_place=in_place,
+        dtype=dtype, in_place=in_place, text_column=text_column, label_column=label_column,
     )  # fmt: skip
     signoff = SignoffConfig(
         budget=budget / 100,

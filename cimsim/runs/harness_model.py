@@ -74,10 +74,11 @@ class CimsimLM(HFLM):
         if card != "digital":
             self.program(card, sigma, int(chip), int(seed), bool(in_place))
         kwargs.pop("backend", None)
-        tokenizer = loaded.tokenizer
+        tokenizer: Any = loaded.tokenizer
         if tokenizer.bos_token_id is None and tokenizer.eos_token_id is None:
             # lm-eval needs a token to condition an empty context on: the model's own BOS
-            kwargs.setdefault("prefix_token_id", loaded.model.config.bos_token_id)
+            model: Any = loaded.model
+            kwargs.setdefault("prefix_token_id", model.config.bos_token_id)
         super().__init__(
             pretrained=loaded.model, tokenizer=loaded.tokenizer, backend="causal", **kwargs
         )

@@ -100,6 +100,10 @@ class SweepConfig:
     """Dtype of the base weights and of the chips programmed from them: float32, bfloat16 or
     float16 (noise drawn in float32, then cast). LoRA branches stay float32 (trained at full
     precision on the half-precision base), and the adapter cache keys on the dtype."""
+    text_column: str | None = None
+    """A datasets source's text column (None: ``text``; cimsim.eval.tasks.hfdata)."""
+    label_column: str | None = None
+    """A datasets source's label column (None: ``label``)."""
     in_place: bool = False
     """Write each chip into the base weights themselves, the digital ones waiting on the host
     (cimsim.chip.deploy): no device memory for a chip; the same numbers as a buffered chip."""
@@ -166,7 +170,7 @@ class SweepConfig:
         return data
 
 
-_LATER_FIELDS = {"dtype": "float32", "in_place": False}
+_LATER_FIELDS = {"dtype": "float32", "in_place": False, "text_column": None, "label_column": None}
 
 
 def parse_axis(
@@ -307,7 +311,12 @@ def load_deployment(
     from cimsim.eval.scoring import make_scorer
     from cimsim.eval.tasks import load_task
 
-    task = load_task(config.task, cache_dir=cache_dir)
+    task = load_task(
+        config.task,
+        cache_dir=cache_dir,
+        text_column=config.text_column,
+        label_column=config.label_column,
+    )
     test = task.test.subset(config.eval.test_size, seed=config.seed)
     progress.log(f"loading model {config.model}")
     loaded = load_model(config.model, device=config.compute_device, dtype=config.dtype)

@@ -39,20 +39,37 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (bbc.SPEC, *vader.SPEC
 DEFAULT_TASK = bbc.NAME
 
 
-def load_task(name_or_path: str, *, cache_dir: Path | None = None) -> Task:
-    """A registered task by name, else the task in a ``.jsonl``/``.csv``/``.tsv`` file.
+def load_task(
+    name_or_path: str,
+    *,
+    cache_dir: Path | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+) -> Task:
+    """A registered task by name, else the task in a ``.jsonl``/``.csv``/``.tsv`` file with
+    ``text``/``label`` columns, else a Hugging Face ``datasets`` source (a ``load_from_disk``
+    folder, a ``.json``/``.parquet`` file, or any of these files with other columns named by
+    ``text_column``/``label_column``; :mod:`cimsim.eval.tasks.hfdata`).
 
     ``cache_dir`` (default :func:`cimsim.core.paths.default_cache_dir`) is where fetched data is
     kept.
     """
+    from cimsim.eval.tasks.hfdata import is_datasets_source, load_datasets_task
+
     spec = TASKS.get(name_or_path)
+    columns = text_column is not None or label_column is not None
     if spec is not None:
+        if columns:
+            raise CimsimError(f"task '{name_or_path}' is registered: it takes no column options")
         return spec.load(cache_dir if cache_dir is not None else default_cache_dir())
-    if is_local_file_name(name_or_path):
+    if is_local_file_name(name_or_path) and not columns:
         return load_local(name_or_path)
+    if is_datasets_source(name_or_path):
+        return load_datasets_task(name_or_path, text_column or "text", label_column or "label")
     raise CimsimError(
         f"unknown task '{name_or_path}'; choose one of: {', '.join(TASKS)} "
-        "or give a .jsonl/.csv/.tsv file with text,label columns"
+        "or give a .jsonl/.csv/.tsv file with text,label columns, a .parquet/.json file or a "
+        "datasets.save_to_disk folder"
     )
 
 
