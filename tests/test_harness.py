@@ -76,6 +76,32 @@ def test_a_chip_at_sigma_zero_gives_lm_evals_hf_numbers_and_noise_changes_them(
     assert any(abs(x[0] - x[1]) > 1e-3 for x in loglikelihoods(hf))
 
 
+def test_cimsims_scorer_and_lm_eval_score_the_same_tokens(tiny_gpt_dir: Path, tasks: Path) -> None:
+    """The same prompts and choices through lm-eval's own HF model and through cimsim's causal
+    scorer (joined prompts, the tokenizer's defaults on both sides): every log-likelihood equal."""
+    import torch
+
+    from cimsim.eval.models import load_model
+    from cimsim.eval.scoring import make_scorer
+    from cimsim.eval.tasks import make_task
+
+    hf = evaluate("hf", f"pretrained={tiny_gpt_dir},dtype=float32", tasks)
+    questions = [f"is {w} a fruit?" for w in WORDS]
+    task = make_task(
+        "yesno", questions, [i % 2 for i in range(len(WORDS))], ("yes", "no"),
+        ("Yes.", "No."), "Question: {text}\nAnswer:", (" yes", " no"), "test",
+    )  # fmt: skip
+    scorer = make_scorer(load_model(str(tiny_gpt_dir)), max_length=64)
+    with torch.no_grad():
+        ours = scorer(questions, task)  # (n, 2)
+    samples = sorted(hf["samples"][TASK], key=lambda s: s["doc_id"])
+    theirs = torch.tensor([[r[0][0] for r in s["resps"]] for s in samples])  # (n, 2)
+    assert torch.allclose(ours, theirs, atol=1e-4)
+    parts = make_scorer(load_model(str(tiny_gpt_dir)), max_length=64, prompt_tokens="parts")
+    with torch.no_grad():
+        assert not torch.allclose(parts(questions, task), theirs, atol=1e-4)
+
+
 def sweep_argv(model: Path, tasks: Path, out: Path, *options: str) -> list[str]:
     return [
         "sweep", "--model", str(model), "--method", "none", "--lm-eval-tasks", TASK,

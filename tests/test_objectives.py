@@ -16,6 +16,7 @@ from cimsim.eval.scoring import make_scorer
 from cimsim.eval.tasks import load_task
 
 LORA = LoraConfig(r=4, lora_alpha=8.0, target_modules=("query", "value"))
+SCORER = {"max_length": 16}  # a scorer's key_fields()
 
 
 @pytest.fixture
@@ -110,7 +111,7 @@ def test_adapter_key_separates_methods_and_ignores_unused_fields(
     base = TrainConfig()
 
     def key(method: str, **changes) -> str:
-        return adapter_key(loaded, task, LORA, TrainConfig(**changes), 16, method)
+        return adapter_key(loaded, task, LORA, TrainConfig(**changes), SCORER, method)
 
     assert key("lora") == key("lora", lam=0.9)  # lam does not shape plain lora
     assert key("lora") != key("halora") != key("noise-aware")
@@ -136,7 +137,7 @@ def test_reprogram_every_one_keeps_earlier_adapter_keys(
     assert "reprogram_every" not in TrainConfig().objective_fields("halora")
     assert "reprogram_every" not in TrainConfig(reprogram_every=4).base()
     keys = {
-        adapter_key(loaded, task, LORA, TrainConfig(reprogram_every=n), 16, "halora")
+        adapter_key(loaded, task, LORA, TrainConfig(reprogram_every=n), SCORER, "halora")
         for n in (1, 4)
     }
     assert len(keys) == 2

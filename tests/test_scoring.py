@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cimsim.core.errors import CimsimError
 from cimsim.eval.models import load_model
 from cimsim.eval.scoring import CausalScorer, EncoderScorer, make_scorer
 from cimsim.eval.tasks import make_task
@@ -27,27 +28,86 @@ def _task():
     )
 
 
-def test_causal_scores_are_verbaliser_log_likelihoods(tiny_llama_dir: Path) -> None:
-    loaded = load_model(str(tiny_llama_dir))
+def _by_hand(loaded, text: str, verbaliser: str, prompt_tokens: str) -> float:
+    """The verbaliser's summed log-likelihood from one forward over the whole sequence."""
+    tok = loaded.tokenizer
+
+    def ids(s: str) -> list[int]:
+        return tok(s, add_special_tokens=False)["input_ids"]
+
+    if prompt_tokens == "parts":
+        bos = [] if tok.bos_token_id is None else [tok.bos_token_id]
+        context = bos + ids("Text: ") + ids(text) + ids("\nTopic:")
+    else:  # the tokenizer's own leading special tokens, then the prompt as one string
+        full, plain = tok("x")["input_ids"], ids("x")
+        context = full[: full.index(plain[0])] + ids(f"Text: {text}\nTopic:")
+    label = ids(verbaliser)
+    with torch.no_grad():
+        log_probs = loaded.model(input_ids=torch.tensor([context + label])).logits
+    log_probs = log_probs.log_softmax(-1)[0]
+    return sum(log_probs[len(context) + i - 1, t].item() for i, t in enumerate(label))
+
+
+@pytest.mark.parametrize("model", ["tiny_llama_dir", "tiny_gpt_dir"])
+@pytest.mark.parametrize("prompt_tokens", ["joined", "parts"])
+def test_causal_scores_are_verbaliser_log_likelihoods(
+    model: str, prompt_tokens: str, request: pytest.FixtureRequest
+) -> None:
+    loaded = load_model(str(request.getfixturevalue(model)))
     assert loaded.kind == "causal"
-    scorer = make_scorer(loaded, max_length=32)
+    scorer = make_scorer(loaded, max_length=32, prompt_tokens=prompt_tokens)
     assert isinstance(scorer, CausalScorer)
     task, text = _task(), "the goal came late"
     with torch.no_grad():
         scores = scorer([text], task)  # (1, 2)
-    tok = loaded.tokenizer
     for k, verbaliser in enumerate(task.verbalizers):
-        # By hand: the full sequence, one forward, sum of log p(token | prefix) over the label.
-        bos = [] if tok.bos_token_id is None else [tok.bos_token_id]
-        context = bos + tok("Text: ", add_special_tokens=False)["input_ids"]
-        context += tok(text, add_special_tokens=False)["input_ids"]
-        context += tok("\nTopic:", add_special_tokens=False)["input_ids"]
-        label = tok(verbaliser, add_special_tokens=False)["input_ids"]
-        ids = torch.tensor([context + label])
-        with torch.no_grad():
-            log_probs = loaded.model(input_ids=ids).logits.log_softmax(-1)[0]
-        expected = sum(log_probs[len(context) + i - 1, t].item() for i, t in enumerate(label))
+        expected = _by_hand(loaded, text, verbaliser, prompt_tokens)
         assert scores[0, k].item() == pytest.approx(expected, abs=1e-4)
+
+
+def test_joined_prompts_keep_a_words_leading_space_and_parts_leave_it_alone(
+    tiny_gpt_dir: Path,
+) -> None:
+    loaded = load_model(str(tiny_gpt_dir))
+    tok = loaded.tokenizer
+    task = dataclasses.replace(_task(), prompt_template="Review: {text}\nSentiment:")
+    joined = make_scorer(loaded, 32).contexts(["a fine film"], task)[0]
+    parts = make_scorer(loaded, 32, prompt_tokens="parts").contexts(["a fine film"], task)[0]
+    assert joined == tok("Review: a fine film\nSentiment:")["input_ids"]  # no special token
+    assert tok.convert_ids_to_tokens(parts[:1]) == ["<s>"]
+    assert "Ġ" in tok.convert_ids_to_tokens(parts)  # the space after "Review:" on its own
+    assert "Ġ" not in tok.convert_ids_to_tokens(joined)
+    with pytest.raises(CimsimError, match="joined or parts"):
+        make_scorer(loaded, 32, prompt_tokens="words")
+
+
+def test_a_long_text_is_cut_before_the_question_in_both_protocols(tiny_gpt_dir: Path) -> None:
+    loaded = load_model(str(tiny_gpt_dir))
+    task = _task()
+    long = "the team won the match " * 20
+
+    def ids(s: str) -> list[int]:
+        return loaded.tokenizer(s, add_special_tokens=False)["input_ids"]
+
+    bound = 1 + len(ids("Text: ")) + 8 + len(ids("\nTopic:"))  # BOS, head, cut text, tail
+    for prompt_tokens in ("joined", "parts"):
+        scorer = make_scorer(loaded, 8, prompt_tokens=prompt_tokens)
+        context = scorer.contexts([long], task)[0]
+        assert context[-len(ids("\nTopic:")) :] == ids("\nTopic:")  # the question survives
+        assert 8 < len(context) <= bound
+
+
+def test_trailing_prompt_whitespace_moves_to_the_verbalisers(tiny_gpt_dir: Path) -> None:
+    loaded = load_model(str(tiny_gpt_dir))
+    task = dataclasses.replace(
+        _task(), prompt_template="Text: {text}\nTopic: ", verbalizers=("sport", "money")
+    )
+    scorer = make_scorer(loaded, 32)
+    assert scorer.prepare(task) == [
+        loaded.tokenizer(" sport", add_special_tokens=False)["input_ids"],
+        loaded.tokenizer(" money", add_special_tokens=False)["input_ids"],
+    ]
+    assert scorer.contexts(["x"], task)[0] == loaded.tokenizer("Text: x\nTopic:")["input_ids"]
 
 
 def test_causal_scores_do_not_depend_on_batch_padding(tiny_llama_dir: Path) -> None:

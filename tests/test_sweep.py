@@ -337,6 +337,38 @@ def test_causal_lm_sweep(shared: dict[str, Path], tiny_llama_dir: Path, tmp_path
     assert set(points(out)) == {("digital", None, -1)} | noisy_keys((0.05,))
 
 
+def test_a_causal_folder_written_before_the_tokenization_choice_resumes_as_parts(
+    shared: dict[str, Path], tiny_llama_dir: Path, tmp_path: Path, evaluations: list[int]
+) -> None:
+    """A stored config without prompt_tokens was scored in parts: resuming it with the joined
+    default is refused in one line, with parts it resumes and evaluates nothing."""
+    out = tmp_path / "old"
+    options = ("--lora-targets", "q_proj,v_proj", "--noise", "0.05", "--method", "none")
+    assert main(sweep_argv(shared, tiny_llama_dir, out, *options, "--prompt-tokens", "parts")) == 0
+    record = read_config(out)
+    del record["config"]["eval"]["prompt_tokens"]  # as written before the field existed
+    (out / "config.json").write_text(json.dumps(record))
+    before = (out / "points.jsonl").read_text()
+    evaluations.clear()
+    assert main(sweep_argv(shared, tiny_llama_dir, out, *options)) == 2
+    assert main(sweep_argv(shared, tiny_llama_dir, out, *options, "--prompt-tokens", "parts")) == 0
+    assert evaluations == [] and (out / "points.jsonl").read_text() == before
+
+
+def test_an_encoder_folder_written_before_the_tokenization_choice_resumes(
+    finished: Path, shared: dict[str, Path], tiny_bert_dir: Path, tmp_path: Path,
+    evaluations: list[int],
+) -> None:  # fmt: skip
+    out = tmp_path / "encoder"
+    shutil.copytree(finished, out)
+    record = read_config(out)
+    del record["config"]["eval"]["prompt_tokens"]
+    (out / "config.json").write_text(json.dumps(record))
+    evaluations.clear()
+    assert main(sweep_argv(shared, tiny_bert_dir, out)) == 0
+    assert evaluations == []
+
+
 def test_an_in_place_sweep_gives_the_buffered_points(
     shared: dict[str, Path], tiny_bert_dir: Path, finished: Path, tmp_path: Path
 ) -> None:
@@ -365,12 +397,16 @@ def test_a_bfloat16_sweep_runs_its_model_and_chips_in_bfloat16(
 
 def test_a_default_folder_name_does_not_depend_on_fields_left_at_their_defaults() -> None:
     from cimsim.chip.cards import load_card
+    from cimsim.eval.config import EvalConfig
     from cimsim.runs.sweep import SweepConfig
 
     card = load_card("channel")
     plain = SweepConfig().default_out_dir(card)
     assert SweepConfig(dtype="float32", in_place=False).default_out_dir(card) == plain
     assert SweepConfig(dtype="bfloat16").default_out_dir(card) != plain
+    joined = SweepConfig(eval=EvalConfig(prompt_tokens="joined")).default_out_dir(card)
+    assert joined == plain
+    assert SweepConfig(eval=EvalConfig(prompt_tokens="parts")).default_out_dir(card) != plain
 
 
 # ---------------------------------------------------------------- device cards and other axes

@@ -6,8 +6,9 @@ over the label logits of :mod:`cimsim.eval.scoring`. Only the LoRA branches and 
 temperature are trained;
 the base model stays frozen and in eval mode (no dropout), so a step is deterministic given the
 seed. The adapter is saved in peft's format under ``<cache>/adapters/<key>/`` where ``key`` hashes
-the model and task fingerprints, the LoRA shape, the training config and the scorer's input
-length; a second run with the same key loads instead of training.
+the model and task fingerprints, the LoRA shape, the training config and what of the scorer shapes
+the loss (input length, a causal LM's prompt tokenization); a second run with the same key loads
+instead of training.
 """
 
 from __future__ import annotations
@@ -230,12 +231,13 @@ def adapter_key(
     task: Task,
     lora: LoraConfig,
     train: TrainConfig,
-    max_length: int,
+    scorer: dict[str, object],
     method: str = "lora",
     card: DeviceCard | None = None,
 ) -> str:
     """Hash of everything that determines the trained adapter (a field that does not shape the
-    method's objective, such as lam for plain lora, does not change it). ``card``: the training
+    method's objective, such as lam for plain lora, does not change it). ``scorer``: the
+    scorer's ``key_fields()``. ``card``: the training
     noise's card, ``train.load_noise_card()`` (loaded here when not given)."""
     key: dict[str, object] = {
         "trainer": TRAINER_VERSION,
@@ -243,7 +245,7 @@ def adapter_key(
         "task": task.fingerprint,
         "lora": to_dict(lora),
         "train": train.base(),
-        "max_length": max_length,
+        **scorer,
     }
     if method != "lora":
         key.update(method=method, objective=train.objective_fields(method))
@@ -270,7 +272,7 @@ def trained_adapter(
     progress = progress or Silent()
     if method in ("noise-aware", "halora") and card is None:
         card = train.load_noise_card()
-    key = adapter_key(loaded, task, lora, train, scorer.max_length, method, card)
+    key = adapter_key(loaded, task, lora, train, scorer.key_fields(), method, card)
     path = cache_dir / "adapters" / key
     if (path / SIDECAR).is_file():
         load_adapter(loaded.model, path)

@@ -52,6 +52,13 @@ RunDir = Annotated[
 ]
 TorchDevice = Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:1, mps.")]
 MaxLength = Annotated[int, typer.Option(help="Tokens per input text.")]
+PromptTokens = Annotated[
+    str,
+    typer.Option(
+        help="Causal LMs: 'joined' tokenizes the whole prompt at once (as lm-evaluation-harness); "
+        "'parts' its head, text and tail apart (how results without the choice were scored)."
+    ),
+]
 
 # The deployment's options (sweep, compare, tolerance), defined once.
 Vary = Annotated[
@@ -290,6 +297,7 @@ def sweep_config(
     test_size: int,
     max_length: int,
     batch_size: int,
+    prompt_tokens: str = "joined",
     digital: str | None = None,
     dtype: str = "float32",
     in_place: bool = False,
@@ -331,7 +339,10 @@ def sweep_config(
             ),
             train=train,
             eval=EvalConfig(
-                test_size=test_size or None, max_length=max_length, batch_size=batch_size
+                test_size=test_size or None,
+                max_length=max_length,
+                batch_size=batch_size,
+                prompt_tokens=prompt_tokens,
             ),
             compute_device=torch_device or "cpu",
             digital=digital,

@@ -24,6 +24,7 @@ from cimsim.cli.common import (
     Model,
     Mu,
     NoiseModelName,
+    PromptTokens,
     RunDir,
     Task,
     TorchDeviceOrNone,
@@ -86,6 +87,7 @@ def sensitivity(
         int, typer.Option(help="Test examples (stratified subsample; 0: the whole split).")
     ] = 300,
     max_length: MaxLength = 64,
+    prompt_tokens: PromptTokens = "joined",
     batch_size: BatchSize = 64,
     seed: Annotated[int, typer.Option(help="Root seed of chips, subsamples and training.")] = 0,
     out: RunDir = None,
@@ -103,6 +105,7 @@ def sensitivity(
         lora_targets=lora_targets,
         train=train_config(epochs, train_size, lr, seed, lam, mu, train_device, train_noise),
         test_size=test_size, max_length=max_length, batch_size=batch_size,
+        prompt_tokens=prompt_tokens,
     )  # fmt: skip
     check_budget(budget)
     full = SensitivityConfig(

@@ -31,6 +31,7 @@ from cimsim.cli.common import (
     Model,
     Mu,
     NoiseModelName,
+    PromptTokens,
     Task,
     TextColumn,
     TorchDeviceOrNone,
@@ -111,6 +112,7 @@ def sweep(
         int, typer.Option(help="Test examples (stratified subsample; 0: all).")
     ] = 300,
     max_length: MaxLength = 64,
+    prompt_tokens: PromptTokens = "joined",
     batch_size: BatchSize = 64,
     seed: Annotated[
         int, typer.Option(help="Root seed of chip instances, subsamples and training.")
@@ -160,6 +162,7 @@ def sweep(
         lora_targets=lora_targets,
         train=train_config(epochs, train_size, lr, seed, lam, mu, train_device, train_noise),
         test_size=test_size, max_length=max_length, batch_size=batch_size, digital=digital,
+        prompt_tokens=prompt_tokens,
         dtype=dtype, in_place=in_place, text_column=text_column, label_column=label_column,
     )  # fmt: skip
     check_budget(budget)

@@ -32,6 +32,7 @@ from cimsim.cli.common import (
     Model,
     Mu,
     NoiseModelName,
+    PromptTokens,
     RunDir,
     Task,
     TextColumn,
@@ -146,6 +147,7 @@ def tolerance(
         int, typer.Option(help="Test examples (stratified subsample; 0: the whole split).")
     ] = 0,
     max_length: MaxLength = 64,
+    prompt_tokens: PromptTokens = "joined",
     batch_size: BatchSize = 64,
     seed: Annotated[int, typer.Option(help="Root seed of chips, subsamples and training.")] = 0,
     out: RunDir = None,
@@ -167,6 +169,7 @@ def tolerance(
         lora_targets=lora_targets,
         train=train_config(epochs, train_size, lr, seed, lam, mu, train_device, train_noise),
         test_size=test_size, max_length=max_length, batch_size=batch_size, digital=digital,
+        prompt_tokens=prompt_tokens,
         dtype=dtype, in_place=in_place, text_column=text_column, label_column=label_column,
     )  # fmt: skip
     signoff = SignoffConfig(

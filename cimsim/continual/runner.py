@@ -255,7 +255,9 @@ class _Run:
             return
         self.progress.log(f"{method}, order {index}: {' > '.join(order)}")
         loaded = load_model(config.model, device=config.compute_device)
-        scorer = make_scorer(loaded, config.eval.max_length, prompted=config.prompted)
+        scorer = make_scorer(
+            loaded, config.eval.max_length, config.prompted, config.eval.prompt_tokens
+        )
         lora = config.lora.resolve(loaded.lora_targets)
         learner = Learner(
             method,

@@ -22,10 +22,17 @@ def to_dict(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
+# Fields whose default changed when they were added: a stored config that lacks one was run with
+# the value here, not with today's default. (A causal LM's prompt was tokenized in parts.)
+FORMER_VALUES: dict[str, Any] = {"prompt_tokens": "parts"}
+
+
 def with_defaults(stored: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     """``stored`` (a config written by an older version) with the fields added since at their
-    ``defaults`` (``to_dict`` of the default config), at every level of nesting."""
-    merged = {**defaults, **stored}
+    ``defaults`` (``to_dict`` of the default config), or at their :data:`FORMER_VALUES`, at every
+    level of nesting."""
+    former = {k: v for k, v in FORMER_VALUES.items() if k in defaults and k not in stored}
+    merged = {**defaults, **stored, **former}
     for key, default in defaults.items():
         if isinstance(default, dict) and isinstance(stored.get(key), dict):
             merged[key] = with_defaults(stored[key], default)

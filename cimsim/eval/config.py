@@ -16,8 +16,15 @@ class EvalConfig:
     """Input tokens per text (longer texts are truncated)."""
     batch_size: int = 64
     """Texts per forward pass."""
+    prompt_tokens: str = "joined"
+    """Causal LMs: 'joined' tokenizes the filled-in prompt as one string, as lm-evaluation-harness
+    does; 'parts' tokenizes the template's head, the text and the tail apart, after BOS, as
+    results files without this field were scored (cimsim.eval.scoring.CausalScorer). Encoders
+    ignore it."""
 
     def __post_init__(self) -> None:
+        if self.prompt_tokens not in ("joined", "parts"):
+            raise ValueError(f"prompt_tokens is joined or parts, got '{self.prompt_tokens}'")
         if self.test_size is not None and self.test_size < 1:
             raise ValueError("test_size must be >= 1")
         if self.max_length < 1 or self.batch_size < 1:

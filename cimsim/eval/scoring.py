@@ -32,6 +32,7 @@ from cimsim.eval.models import LoadedModel
 from cimsim.eval.tasks import Task
 
 INITIAL_TEMPERATURE = 0.05
+PROMPT_TOKENS = ("joined", "parts")
 
 
 class EncoderScorer(nn.Module):
@@ -51,6 +52,10 @@ class EncoderScorer(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.log_scale.device
+
+    def key_fields(self) -> dict[str, object]:
+        """What of the scorer shapes a trained adapter (``adapter_key``)."""
+        return {"max_length": self.max_length}
 
     def embed(self, texts: Sequence[str], instruction: str | None = None) -> torch.Tensor:
         """(n, d) unit-norm mean-pooled embeddings; with an ``instruction``, of the pair (text,
@@ -97,8 +102,18 @@ def instruction(task: Task) -> str:
 class CausalScorer(nn.Module):
     """Summed log-likelihood of each label's verbaliser after the task prompt.
 
-    The prompt is assembled at token level: the template's text before and after ``{text}`` and
-    the input truncated to ``max_length`` tokens, so long inputs never cut off the question.
+    The input is first cut to ``max_length`` tokens, so a long text never cuts off the question
+    after it. ``prompt_tokens`` says how the prompt then becomes tokens:
+
+    * ``joined`` (default): the filled-in prompt is tokenized as one string after the special
+      tokens the tokenizer puts before a text (BOS for Llama 3, none for SmolLM2 or GPT-2; never
+      those it puts after one), and whitespace that ends the prompt moves to the front of each
+      verbaliser. This is how lm-evaluation-harness encodes a multiple-choice context with a
+      causal tokenizer's defaults (its ``_encode_pair``), so both score the same tokens.
+    * ``parts``: BOS, then the template's head, the text and the tail tokenized apart. A head
+      such as ``"Review: "`` then ends in a lone space token that the model never saw before a
+      word in pretraining; results files written without ``prompt_tokens`` were scored this way,
+      and the option reproduces them.
 
     Each prompt runs through the decoder once; every label's continuation is then scored from
     that prompt's key/value cache, and the LM head is applied only to the hidden states that
@@ -109,11 +124,28 @@ class CausalScorer(nn.Module):
     causal-LM classes of the Llama, Mistral, Qwen2 and GPT-2 families compute.
     """
 
-    def __init__(self, loaded: LoadedModel, max_length: int) -> None:
+    def __init__(
+        self, loaded: LoadedModel, max_length: int, prompt_tokens: str = "joined"
+    ) -> None:
         super().__init__()
+        if prompt_tokens not in PROMPT_TOKENS:
+            raise CimsimError(
+                f"prompt_tokens is {' or '.join(PROMPT_TOKENS)}, got '{prompt_tokens}'"
+            )
         self.lm: Any = loaded.model  # a transformers causal LM (its methods are used below)
         self.tokenizer: Any = loaded.tokenizer
         self.max_length = max_length
+        self.prompt_tokens = prompt_tokens
+        self.prefix = self._leading_special_tokens()
+
+    def _leading_special_tokens(self) -> list[int]:
+        """The ids the tokenizer puts before a text when asked for its special tokens."""
+        plain = self._ids("a")
+        full = list(self.tokenizer("a")["input_ids"])
+        for start in range(len(full) - len(plain) + 1):
+            if full[start : start + len(plain)] == plain:
+                return full[:start]
+        return []
 
     @property
     def device(self) -> torch.device:
@@ -122,19 +154,47 @@ class CausalScorer(nn.Module):
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def key_fields(self) -> dict[str, object]:
+        """What of the scorer shapes a trained adapter (``adapter_key``); ``parts`` is left out,
+        as keys written before the choice existed have it."""
+        fields: dict[str, object] = {"max_length": self.max_length}
+        if self.prompt_tokens != "parts":
+            fields["prompt_tokens"] = self.prompt_tokens
+        return fields
+
+    def _template(self, task: Task) -> tuple[str, str, str]:
+        """The template's head and tail around ``{text}``, and (joined) the whitespace that ends
+        the prompt, which belongs to the verbalisers."""
+        head, _, tail = task.prompt_template.partition("{text}")
+        if self.prompt_tokens == "parts":
+            return head, tail, ""
+        stripped = tail.rstrip()
+        return head, stripped, tail[len(stripped) :]
+
     def prepare(self, task: Task) -> list[list[int]]:
         """Token ids of each verbaliser."""
-        verbalisers = [self._ids(v) for v in task.verbalizers]
+        moved = self._template(task)[2]
+        verbalisers = [self._ids(moved + v) for v in task.verbalizers]
         if not all(verbalisers):
             raise ValueError(f"task '{task.name}': a verbaliser tokenizes to nothing")
         return verbalisers
 
+    def _cut(self, text: str) -> str:
+        """``text`` cut to ``max_length`` tokens (as it is when it fits)."""
+        ids = self._ids(text)
+        if len(ids) <= self.max_length:
+            return text
+        return self.tokenizer.decode(ids[: self.max_length])
+
     def contexts(self, texts: Sequence[str], task: Task) -> list[list[int]]:
-        """Token ids of each text's prompt: BOS, template head, truncated text, template tail."""
-        head, _, tail = task.prompt_template.partition("{text}")
-        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
-        head_ids, tail_ids = bos + self._ids(head), self._ids(tail)
-        contexts = [head_ids + self._ids(text)[: self.max_length] + tail_ids for text in texts]
+        """Token ids of each text's prompt (see the class docstring for the two ways)."""
+        head, tail, _ = self._template(task)
+        if self.prompt_tokens == "joined":
+            contexts = [self.prefix + self._ids(head + self._cut(text) + tail) for text in texts]
+        else:
+            bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+            head_ids, tail_ids = bos + self._ids(head), self._ids(tail)
+            contexts = [head_ids + self._ids(text)[: self.max_length] + tail_ids for text in texts]
         if not all(contexts):
             raise ValueError(f"task '{task.name}': an empty prompt has nothing to condition on")
         return contexts
@@ -203,12 +263,15 @@ class CausalScorer(nn.Module):
 Scorer = EncoderScorer | CausalScorer
 
 
-def make_scorer(loaded: LoadedModel, max_length: int, prompted: bool = False) -> Scorer:
+def make_scorer(
+    loaded: LoadedModel, max_length: int, prompted: bool = False, prompt_tokens: str = "joined"
+) -> Scorer:
     """The scorer that fits the model's kind; ``prompted``: an encoder reads each text together
-    with the task's instruction (a causal LM always reads its prompt)."""
+    with the task's instruction (a causal LM always reads its prompt); ``prompt_tokens``: how a
+    causal LM's prompt is tokenized (:class:`CausalScorer`; encoders ignore it)."""
     positions = getattr(loaded.model.config, "max_position_embeddings", None)
     if isinstance(positions, int) and max_length > positions:
         raise CimsimError(f"--max-length {max_length} exceeds the model's {positions} positions")
     if loaded.kind == "causal":
-        return CausalScorer(loaded, max_length)
+        return CausalScorer(loaded, max_length, prompt_tokens)
     return EncoderScorer(loaded, max_length, prompted)

@@ -31,7 +31,7 @@ from cimsim.adapters.lora import LoraConfig
 from cimsim.adapters.train import TrainConfig
 from cimsim.chip.cards import DEFAULT_CARD, DeviceCard, load_card
 from cimsim.chip.placement import Placement, placement_record
-from cimsim.core.config import config_hash, to_dict
+from cimsim.core.config import config_hash, to_dict, with_defaults
 from cimsim.core.errors import CimsimError
 from cimsim.core.io import append_point, read_json, write_atomic
 from cimsim.core.lock import one_writer
@@ -167,6 +167,8 @@ class SweepConfig:
         for key, default in _LATER_FIELDS.items():
             if data[key] == default:
                 del data[key]
+        if data["eval"]["prompt_tokens"] == "joined":
+            del data["eval"]["prompt_tokens"]
         return data
 
 
@@ -206,11 +208,11 @@ def _check_resumable(
     if not isinstance(stored, dict):
         raise CimsimError(f"{out_dir / CONFIG_FILE} is damaged: its 'config' is not an object")
     current = to_dict(config)
-    defaults = to_dict(SweepConfig())
+    stored = with_defaults(stored, to_dict(SweepConfig()))  # fields added since that run
+    if (record.get("model") or {}).get("kind") == "encoder":
+        stored["eval"]["prompt_tokens"] = current["eval"]["prompt_tokens"]  # encoders ignore it
     for key, value in current.items():
-        was = stored.get(key, defaults[key])  # a field added since that run: at its default
-        if isinstance(was, dict) and isinstance(defaults[key], dict):
-            was = {**defaults[key], **was}  # a field added since that run stands at its default
+        was = stored[key]
         if key not in _GRID_FIELDS and was != value:
             raise CimsimError(
                 f"{out_dir} holds a different sweep ({key}: {was!r} there, "
@@ -270,7 +272,8 @@ def programmed(
     from cimsim.eval.scoring import make_scorer
 
     analog = aihwkit_deploy(loaded.model, card, seed)
-    yield make_scorer(dataclasses.replace(loaded, model=analog), scorer.max_length)
+    tokens = getattr(scorer, "prompt_tokens", "joined")  # the causal scorer's; encoders have none
+    yield make_scorer(dataclasses.replace(loaded, model=analog), scorer.max_length, False, tokens)
 
 
 @dataclasses.dataclass
@@ -320,7 +323,7 @@ def load_deployment(
     test = task.test.subset(config.eval.test_size, seed=config.seed)
     progress.log(f"loading model {config.model}")
     loaded = load_model(config.model, device=config.compute_device, dtype=config.dtype)
-    scorer = make_scorer(loaded, config.eval.max_length)
+    scorer = make_scorer(loaded, config.eval.max_length, prompt_tokens=config.eval.prompt_tokens)
     adapter_record: dict[str, Any] | None = None
     adapter_dir: Path | None = None
     if config.adapter is not None:
@@ -441,6 +444,16 @@ def run_sweep(
     done = {tuple(r[key] for key in SWEEP_POINT) for r in rows}
     if rows:
         progress.log(f"resuming {out_dir}: {len(rows)} finished points are kept")
+    pending = [
+        (value, instance)
+        for value in sorted(config.values)
+        for instance in range(config.instances)
+        if (card.name, config.vary, value, instance) not in done
+    ]
+    need_digital = ("digital", config.vary, None, -1) not in done
+    if not pending and not need_digital:  # no model to load, no adapter to train
+        _write_record(record, out_dir)
+        return out_dir
     deployment = load_deployment(config, train_card, cache_dir, progress)
     loaded, scorer, task, test = (
         deployment.loaded,
@@ -453,8 +466,7 @@ def run_sweep(
     record.setdefault("schema", SCHEMA_VERSION)
     record.setdefault("config", to_dict(config))
     record.update(describe(config, card, deployment))
-    record.setdefault("sessions", []).append({"started": time.time(), **environment()})
-    write_atomic(out_dir / CONFIG_FILE, json.dumps(record, indent=2, default=str) + "\n")
+    _write_record(record, out_dir)
 
     base_row = {
         "model": config.model,
@@ -462,13 +474,6 @@ def run_sweep(
         "method": config.method,
         "varied": config.vary,
     }
-    pending = [
-        (value, instance)
-        for value in sorted(config.values)
-        for instance in range(config.instances)
-        if (card.name, config.vary, value, instance) not in done
-    ]
-    need_digital = ("digital", config.vary, None, -1) not in done
     progress.stage(f"sweeping {config.vary} ({card.name})", len(pending) + int(need_digital))
 
     def finish(row: dict[str, Any], correct: Any) -> None:
@@ -512,6 +517,12 @@ def run_sweep(
     undeploy(loaded.model)
     write_atomic(out_dir / RESULTS_CSV, points_frame(rows).to_csv(index=False))
     return out_dir
+
+
+def _write_record(record: dict[str, Any], out_dir: Path) -> None:
+    """``config.json`` with this session (its start and environment) added."""
+    record.setdefault("sessions", []).append({"started": time.time(), **environment()})
+    write_atomic(out_dir / CONFIG_FILE, json.dumps(record, indent=2, default=str) + "\n")
 
 
 def chip_point(

@@ -24,6 +24,7 @@ def train_to_folder(
     out_dir: Path,
     *,
     max_length: int,
+    prompt_tokens: str = "joined",
     device: str,
     cache_dir: Path,
     progress: Progress | None = None,
@@ -41,7 +42,7 @@ def train_to_folder(
     card = config.load_noise_card() if method != "lora" else None
     task = load_task(task_name, cache_dir=cache_dir)
     loaded = load_model(model, device=device)
-    scorer = make_scorer(loaded, max_length)
+    scorer = make_scorer(loaded, max_length, prompt_tokens=prompt_tokens)
     lora = LoraConfig().resolve(loaded.lora_targets)
     adapter_dir, record = trained_adapter(
         loaded, scorer, task, lora, config, cache_dir, progress, method, card=card
