@@ -7,8 +7,10 @@ The texts are the task's test subset (seed 0), each cut to 64 tokens and decoded
 scorers read the same string. lm-eval's task is a YAML over that JSONL: doc_to_text is the
 task's prompt ("Review: {text}\\nSentiment:"), the choices its label words after a space. Every
 chip is the sweep's chip (channel card, same seeds) programmed once and read by both scorers.
-Writes ``results/lm-eval-check-smollm2-135m.json`` and prints a Markdown table: each scorer's
-accuracy and the fraction of examples both get right or both get wrong.
+cimsim's scorer runs with both prompt tokenizations (``joined``, the default, and ``parts``);
+lm-eval runs with its defaults. Writes ``results/lm-eval-check-smollm2-135m.json`` and prints a
+Markdown table: each scorer's accuracy and the fraction of examples on which cimsim's joined
+scorer and lm-eval give the same verdict (both right or both wrong).
 """
 
 from __future__ import annotations
@@ -50,9 +52,10 @@ def main() -> None:
         tok.decode(tok(t, add_special_tokens=False)["input_ids"][:64]) for t in test.texts
     )
     test = Split(texts, test.labels)
-    scorer = make_scorer(loaded, max_length=256)  # the texts are 64 tokens: never cut again
+    # the texts are 64 tokens: never cut again
+    scorers = {p: make_scorer(loaded, 256, prompt_tokens=p) for p in ("joined", "parts")}
     head, _, tail = task.prompt_template.partition("{text}")
-    lm = CimsimLM(loaded, batch_size=16, add_bos_token=True)
+    lm = CimsimLM(loaded, batch_size=16)
     card = load_card("channel")
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -79,29 +82,32 @@ def main() -> None:
                 point = card.with_value("sigma", sigma)
                 seed = chip_seed(0, card.name, "sigma", sigma, instance)
                 deploy(loaded.model, point.noise, seed, point.tile)
-            ours = evaluate(scorer, task, test, 32)
+            ours = {p: evaluate(s, task, test, 32) for p, s in scorers.items()}
             theirs = lm_eval.simple_evaluate(
                 model=lm, tasks=["cimsim_movie"], task_manager=manager, log_samples=True
             )
             samples = sorted(theirs["samples"]["cimsim_movie"], key=lambda s: s["doc_id"])
             their_right = [bool(s["acc"]) for s in samples]
-            assert ours.correct is not None
-            our_right = [bool(x) for x in ours.correct.tolist()]
+            assert ours["joined"].correct is not None
+            our_right = [bool(x) for x in ours["joined"].correct.tolist()]
             agree = sum(a == b for a, b in zip(our_right, their_right, strict=True))
             rows.append(
-                {"sigma": sigma, "instance": instance, "cimsim_accuracy": ours.accuracy,
+                {"sigma": sigma, "instance": instance, "cimsim_accuracy": ours["joined"].accuracy,
+                 "cimsim_parts_accuracy": ours["parts"].accuracy,
                  "lm_eval_accuracy": theirs["results"]["cimsim_movie"]["acc,none"],
                  "agreement": agree / len(our_right), "examples": len(our_right)}
             )  # fmt: skip
             print(rows[-1], flush=True)
     undeploy(loaded.model)
-    print("| sigma [x max abs W row] | chip | cimsim scorer | lm-eval | same verdict |")
-    print("|---|---|---|---|---|")
+    print("| sigma [x max abs W row] | chip | cimsim (joined) | lm-eval | same verdict |"
+          " cimsim (parts) |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
     for r in rows:
         where = "digital" if r["sigma"] is None else f"{r['sigma']:g}"
         print(
             f"| {where} | {r['instance']} | {r['cimsim_accuracy']:.3f} | "
-            f"{r['lm_eval_accuracy']:.3f} | {r['agreement']:.1%} |"
+            f"{r['lm_eval_accuracy']:.3f} | {r['agreement']:.1%} | "
+            f"{r['cimsim_parts_accuracy']:.3f} |"
         )
     out = HERE / "results" / "lm-eval-check-smollm2-135m.json"
     out.write_text(json.dumps({"rows": rows, "environment": environment()}, indent=2) + "\n")
