@@ -259,6 +259,24 @@ def _run(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]
     return code, captured.out, captured.err
 
 
+def test_every_stage_can_train_with_auto_halora(
+    tiny_bert_dir: Path, two_tasks: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "auto"
+    args = [
+        "continual", "--model", str(tiny_bert_dir), "--tasks", ",".join(two_tasks),
+        "--methods", "gated", "--orders", "1", "--objective", "auto-halora", "--noise", "0.05",
+        "--seeds", "1", "--train-size", "16", "--epochs", "1", "--test-size", "8",
+        "--max-length", "16", "--train-noise", "0.2", "--out", str(out),
+        "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    code, _, err = _run(args, capsys)
+    assert code == 0, err
+    training = pd.read_json(out / "training.jsonl", lines=True)
+    assert len(training) == 2 and (training["steps"] == 1).all()  # 16 examples, batches of 16
+    assert json.loads((out / "config.json").read_text())["config"]["objective"] == "auto-halora"
+
+
 def test_continual_command_writes_matrices_metrics_and_figures_and_resumes(
     tiny_bert_dir: Path,
     two_tasks: tuple[str, str],

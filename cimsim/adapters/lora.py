@@ -84,6 +84,9 @@ class LoraLinear(nn.Module):
         # (cimsim.adapters.gates): adapter name -> (rows,) tensor. A branch without an entry has
         # weight 1.
         self.gate_values: dict[str, torch.Tensor] = {}
+        # The rank components of a branch that a forward's gradient reaches (routed()): adapter
+        # name -> (r,) bool. The output is the same; the other components are constants.
+        self.routes: dict[str, torch.Tensor] = {}
 
     def add_adapter(self, name: str, config: LoraConfig) -> None:
         """Add branch ``name``; it starts as an exact no-op (B = 0) and becomes active."""
@@ -111,7 +114,16 @@ class LoraLinear(nn.Module):
             # The branch keeps its own dtype (float32 on a bfloat16/float16 base: SRAM weights
             # trained at full precision); its input and output are cast across.
             h = self.lora_dropout[name](x).to(a.weight.dtype)
-            delta = (b(a(h)) * self.scaling[name]).to(out.dtype)  # (rows, ..., d_out)
+            route = self.routes.get(name)
+            if route is None:
+                low = b(a(h))  # (rows, ..., d_out)
+            else:
+                a_w: torch.Tensor = a.weight  # type: ignore[assignment]  # (r, d_in)
+                b_w: torch.Tensor = b.weight  # type: ignore[assignment]  # (d_out, r)
+                wa = torch.where(route[:, None], a_w, a_w.detach())  # (r, d_in)
+                wb = torch.where(route[None, :], b_w, b_w.detach())  # (d_out, r)
+                low = nn.functional.linear(nn.functional.linear(h, wa), wb)
+            delta = (low * self.scaling[name]).to(out.dtype)  # (rows, ..., d_out)
             gate = self.gate_values.get(name)
             if gate is not None:
                 delta = delta * gate.view(-1, *(1,) * (delta.dim() - 1))  # (rows, 1, ..., 1)
@@ -214,6 +226,31 @@ def train_only(model: nn.Module, name: str) -> None:
         param.requires_grad_(
             len(parts) >= 3 and parts[-3] in ("lora_A", "lora_B") and parts[-2] == name
         )
+
+
+def split_rank(rank: int) -> int:
+    """The number of rank components in the first of the two halves :func:`routed` routes to."""
+    return (rank + 1) // 2
+
+
+@contextlib.contextmanager
+def routed(model: nn.Module, half: int) -> Iterator[None]:
+    """Within the block, gradients reach only one half of every branch's rank components:
+    ``half`` 0 the first :func:`split_rank` of them (rows of A, columns of B), 1 the rest. Two
+    passes routed to different halves train disjoint parts of one branch, whose outputs are
+    unchanged: together the halves are one rank-r branch."""
+    layers = lora_layers(model).values()
+    for layer in layers:
+        for name, a in layer.lora_A.items():
+            weight: torch.Tensor = a.weight  # type: ignore[assignment]  # (r, d_in)
+            rank = weight.shape[0]
+            first = torch.arange(rank, device=weight.device) < split_rank(rank)  # (r,)
+            layer.routes[name] = first if half == 0 else ~first
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.routes.clear()
 
 
 @contextlib.contextmanager

@@ -9,6 +9,11 @@
   difference between ideal and noisy base activations (Wu et al., "HaLoRA", arXiv 2502.19747,
   2025). The paper does not publish lam, mu or its noise convention; cimsim's defaults
   (lam 0.5, mu 1e-3, channel noise sigma 0.05) are documented choices, exposed as options.
+* ``auto-halora``: halora's loss plus ``kl KL(p_ideal || p_noisy)`` (the ideal pass's
+  predictions a fixed teacher), each pass's gradient
+  routed to its own half of the branch's rank, ``lam`` and ``kl`` set every step from the ideal
+  pass's training accuracy and the learning rate scheduled by validation, after AutoLoRa
+  (:mod:`cimsim.adapters.auto`).
 
 The noisy base of step ``k`` is chip ``training_chip_seed(seed, k)``: fresh noise every step,
 reproducible from the training seed. With ``reprogram_every = n > 1`` step ``k`` uses the chip
@@ -18,19 +23,21 @@ n times fewer noise draws); the default 1 is HaLoRA's fresh noise at every step.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-from cimsim.adapters.lora import lora_layers
+from cimsim.adapters.lora import lora_layers, routed
 from cimsim.chip.cards import DeviceCard
 from cimsim.chip.deploy import deploy, undeploy
 from cimsim.eval.scoring import Scorer
 from cimsim.eval.tasks import Task
 
-OBJECTIVES = ("lora", "noise-aware", "halora")
+OBJECTIVES = ("lora", "noise-aware", "halora", "auto-halora")
+DUAL = ("halora", "auto-halora")  # an ideal and a noisy pass every step
 
 
 def spectral_penalty(model: nn.Module) -> torch.Tensor:
@@ -71,29 +78,58 @@ def objective_loss(
     seed: int,
     step: int,
     reprogram_every: int = 1,
+    kl: float = 0.0,
+    weigh: Callable[[int, int], tuple[float, float]] | None = None,
+    split: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The loss of one step and its parts (``ideal``, ``noisy``, ``spectral``) for the log.
-    ``card`` is the training noise's card at its sigma (unused, and may be None, for ``lora``)."""
+    """The loss of one step and its parts (``ideal``, ``noisy``, ``kl``, ``spectral``) for the
+    log. ``card`` is the training noise's card at its sigma (unused, and may be None, for
+    ``lora``). ``auto-halora`` adds ``kl * KL(p_ideal || p_noisy)``, the ideal predictions held
+    fixed, to halora's loss; ``weigh``,
+    given the ideal pass's correct count and batch size, returns this step's ``(lam, kl)``
+    (:class:`cimsim.adapters.auto.AutoSchedule`), else ``lam`` and ``kl`` hold; ``split``
+    routes the ideal pass's gradient to the first half of every branch's rank and the noisy
+    pass's to the second (:func:`cimsim.adapters.lora.routed`)."""
     if method not in OBJECTIVES:
         raise ValueError(f"unknown training method '{method}'")
     if method != "lora" and card is None:
         raise ValueError(f"training method '{method}' needs the training noise's device card")
+
+    def route(half: int) -> contextlib.AbstractContextManager[None]:
+        return routed(model, half) if split else contextlib.nullcontext()
+
     parts: dict[str, float] = {}
     total = torch.zeros(())
-    if method in ("lora", "halora"):
-        ideal = nn.functional.cross_entropy(scorer(texts, task), labels)
+    if method in ("lora", *DUAL):
+        with route(0):
+            ideal_logits = scorer(texts, task)  # (batch, n_labels)
+        ideal = nn.functional.cross_entropy(ideal_logits, labels)
         parts["ideal"] = ideal.item()
+        if weigh is not None:
+            n_correct = int((ideal_logits.argmax(dim=-1) == labels).sum())
+            lam, kl = weigh(n_correct, len(labels))
         total = ideal if method == "lora" else (1 - lam) * ideal
-    if card is not None and method in ("noise-aware", "halora"):
+    if card is not None and method in ("noise-aware", *DUAL):
         chip = training_chip_seed(seed, step - step % reprogram_every)
         deploy(model, card.noise, chip, card.tile)  # restores a parked chip with no work
         try:
-            noisy = nn.functional.cross_entropy(scorer(texts, task), labels)
+            with route(1):
+                noisy_logits = scorer(texts, task)  # (batch, n_labels)
         finally:
             undeploy(model, release=False)  # parked: the next chip reuses the buffers
+        noisy = nn.functional.cross_entropy(noisy_logits, labels)
         parts["noisy"] = noisy.item()
         total = noisy if method == "noise-aware" else total + lam * noisy
-    if method == "halora" and mu > 0:
+        if method == "auto-halora" and kl > 0:
+            divergence = nn.functional.kl_div(
+                noisy_logits.log_softmax(-1),
+                ideal_logits.detach().log_softmax(-1),
+                reduction="batchmean",
+                log_target=True,
+            )  # KL(p_ideal || p_noisy): the ideal pass teaches, its predictions do not move
+            parts["kl"] = divergence.item()
+            total = total + kl * divergence
+    if method in DUAL and mu > 0:
         penalty = spectral_penalty(model)
         parts["spectral"] = penalty.item()
         total = total + mu * penalty

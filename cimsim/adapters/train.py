@@ -26,8 +26,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cimsim.adapters.auto import AutoSchedule
 from cimsim.adapters.lora import LoraConfig, add_lora, load_adapter, save_adapter
-from cimsim.adapters.objectives import objective_loss
+from cimsim.adapters.objectives import DUAL, objective_loss
 from cimsim.chip.cards import DeviceCard, load_card
 from cimsim.chip.deploy import undeploy
 from cimsim.core.config import config_hash, to_dict
@@ -72,6 +73,17 @@ class TrainConfig:
     reprogram_every: int = 1
     """noise-aware, halora: program a fresh training chip every this many steps (1: every step,
     HaLoRA's setting; larger is cheaper per step but gives fewer noise draws)."""
+    kl_scale: float = 6.0
+    """auto-halora: s in the KL term's weight s * a (a: the ideal pass's training accuracy;
+    AutoLoRa's and TRADES' 6)."""
+    split_rank: bool = True
+    """auto-halora: the ideal pass trains the first half of the branch's rank, the noisy pass
+    the second (AutoLoRa's two parameter sets; off: both passes train the whole branch)."""
+    auto_scalars: bool = True
+    """auto-halora: set lam = a and the KL weight s * a every step (off: lam fixed, no KL)."""
+    auto_lr: bool = True
+    """auto-halora: halve the learning rate at AutoLoRa's checkpoints when the validation loss
+    stalls, restoring the best weights (off: lr throughout, no validation)."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -88,6 +100,8 @@ class TrainConfig:
             raise ValueError(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
         if self.reprogram_every < 1:
             raise ValueError("reprogram_every must be >= 1")
+        if not (math.isfinite(self.kl_scale) and self.kl_scale >= 0):
+            raise ValueError(f"kl_scale must be a finite number >= 0, got {self.kl_scale}")
 
     def load_noise_card(self) -> DeviceCard:
         """The training noise's device card as ``noise_card`` names it, loaded once by the run
@@ -105,11 +119,17 @@ class TrainConfig:
             fields["reprogram_every"] = self.reprogram_every
         if method == "halora":
             fields.update(lam=self.lam, mu=self.mu)
+        if method == "auto-halora":
+            fields.update(mu=self.mu, kl_scale=self.kl_scale, auto_scalars=self.auto_scalars)
+            fields.update(auto_lr=self.auto_lr, split_rank=self.split_rank)
+            if not self.auto_scalars:
+                fields["lam"] = self.lam
         return fields
 
     def base(self) -> dict[str, object]:
         """The fields every method shares."""
         shared = {"lam", "mu", "noise_card", "noise_sigma", "reprogram_every"}
+        shared |= {"kl_scale", "split_rank", "auto_scalars", "auto_lr"}
         return {k: v for k, v in to_dict(self).items() if k not in shared}
 
 
@@ -184,8 +204,7 @@ def train_steps(
     (a resumed continual run, another ``--methods`` list).
     """
     progress = progress or Silent()
-    noisy = method in ("noise-aware", "halora")
-    if noisy:
+    if method in ("noise-aware", *DUAL):
         card = (card or config.load_noise_card()).with_value("sigma", config.noise_sigma)
     params = [p for p in scorer.parameters() if p.requires_grad]
     special = {id(p) for group in param_groups for p in group["params"]}
@@ -195,6 +214,11 @@ def train_steps(
     log: list[dict[str, float]] = []
     with seeded_global_rng(config.seed, scorer.device):
         try:
+            auto = (
+                AutoSchedule(config, batches, scorer, model, card, optimiser)
+                if method == "auto-halora"
+                else None
+            )
             for task, texts, labels in batches:
                 loss, parts = objective_loss(
                     method,
@@ -209,6 +233,8 @@ def train_steps(
                     seed=config.seed,
                     step=len(log),
                     reprogram_every=config.reprogram_every,
+                    weigh=auto.weights if auto is not None else None,
+                    split=method == "auto-halora" and config.split_rank,
                 )
                 extra = regulariser() if regulariser is not None else None
                 if extra is not None:
@@ -219,8 +245,12 @@ def train_steps(
                 optimiser.step()
                 if after_step is not None:
                     after_step()
+                if auto is not None:
+                    parts.update(auto.after_step())
                 log.append({"loss": loss.item(), **parts})
                 progress.advance()
+            if auto is not None:
+                auto.finish()
         finally:
             undeploy(model)  # release the training chips' buffers; the model is digital again
     return log
@@ -270,7 +300,7 @@ def trained_adapter(
     ``card``: the training noise's card, ``train.load_noise_card()`` (loaded here when not given).
     """
     progress = progress or Silent()
-    if method in ("noise-aware", "halora") and card is None:
+    if method in ("noise-aware", *DUAL) and card is None:
         card = train.load_noise_card()
     key = adapter_key(loaded, task, lora, train, scorer.key_fields(), method, card)
     path = cache_dir / "adapters" / key

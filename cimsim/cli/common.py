@@ -20,10 +20,12 @@ EXIT_INTERNAL = 70  # an error no check anticipated (EX_SOFTWARE)
 EXIT_INTERRUPTED = 130
 
 # Options of every command that trains (sweep, compare, train, continual), defined once.
-Lam = Annotated[float, typer.Option(help="halora: weight of the noisy loss.")]
+Lam = Annotated[
+    float, typer.Option(help="halora: weight of the noisy loss (auto-halora sets its own).")
+]
 Mu = Annotated[float, typer.Option(help="halora: weight of the spectral regulariser.")]
 TrainDevice = Annotated[
-    str, typer.Option(help="Device card of the training noise (noise-aware, halora).")
+    str, typer.Option(help="Device card of the training noise (noise-aware, (auto-)halora).")
 ]
 TrainNoise = Annotated[
     float, typer.Option(help="Sigma of the training noise, in that card's unit.")

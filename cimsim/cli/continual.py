@@ -51,7 +51,10 @@ def continual(
         ),
     ] = "gated,seq-lora",
     objective: Annotated[
-        str, typer.Option(help="Training objective of every stage: lora, noise-aware, halora.")
+        str,
+        typer.Option(
+            help="Training objective of every stage: lora, noise-aware, halora, auto-halora."
+        ),
     ] = "lora",
     orders: Annotated[
         int, typer.Option(help="Task orders: the given one, its reverse, then seeded shuffles.")

@@ -70,7 +70,7 @@ def sensitivity(
     model: Model = "minilm",
     task: Task = "bbc-news",
     method: Annotated[
-        str, typer.Option(help="How LoRA is trained: lora, noise-aware, halora, none.")
+        str, typer.Option(help="How LoRA is trained: lora, noise-aware, halora, auto-halora, none.")
     ] = "lora",
     lam: Lam = 0.5,
     mu: Mu = 1e-3,

@@ -130,7 +130,7 @@ def tolerance(
     text_column: TextColumn = None,
     label_column: LabelColumn = None,
     method: Annotated[
-        str, typer.Option(help="How LoRA is trained: lora, noise-aware, halora, none.")
+        str, typer.Option(help="How LoRA is trained: lora, noise-aware, halora, auto-halora, none.")
     ] = "lora",
     lam: Lam = 0.5,
     mu: Mu = 1e-3,

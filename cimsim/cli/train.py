@@ -32,7 +32,9 @@ def train(
         Path,
         typer.Option(parser=path_value, help="Folder for the adapter, its log and loss curve."),
     ],
-    method: Annotated[str, typer.Option(help="lora | noise-aware | halora.")] = "lora",
+    method: Annotated[
+        str, typer.Option(help="lora | noise-aware | halora | auto-halora.")
+    ] = "lora",
     model: Annotated[
         str, typer.Option(help="Registered model, HF directory or hub id.")
     ] = "minilm",

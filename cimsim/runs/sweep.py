@@ -50,7 +50,7 @@ from cimsim.runs.results import (
     read_points,
 )
 
-METHODS = ("lora", "noise-aware", "halora", "none")
+METHODS = ("lora", "noise-aware", "halora", "auto-halora", "none")
 ENGINES = ("cimsim", "aihwkit")
 DEFAULT_NOISE = "0.01..0.1"
 # Fields that may change between a run and its resumption: the grid may grow.
@@ -67,8 +67,9 @@ class SweepConfig:
     """Registered task name or a local .jsonl/.csv file with text,label."""
     method: str = "lora"
     """How the adapter is trained (cached): 'lora' (ideal base), 'noise-aware' (noisy base),
-    'halora' (both + spectral regulariser; cimsim.adapters.objectives); 'none': the base model
-    alone."""
+    'halora' (both + spectral regulariser; cimsim.adapters.objectives), 'auto-halora' (halora
+    with its scalars and learning rate set during training; cimsim.adapters.auto); 'none': the
+    base model alone."""
     adapter: str | None = None
     """A peft LoRA adapter directory to evaluate instead of training one."""
     card: str = DEFAULT_CARD
@@ -297,7 +298,7 @@ def check_card(config: SweepConfig, card: DeviceCard) -> DeviceCard | None:
 
         for value in config.values:
             rpu_config(card.with_value(config.vary, value))
-    noisy_training = config.method in ("noise-aware", "halora")
+    noisy_training = config.method in ("noise-aware", "halora", "auto-halora")
     return config.train.load_noise_card() if noisy_training else None
 
 
@@ -462,6 +463,11 @@ def run_sweep(
         deployment.test,
     )
     copy_adapter(deployment, out_dir)
+    if deployment.adapter_record and deployment.adapter_record.get("log"):
+        from cimsim.runs.train import write_training_log
+
+        title = f"{config.model} on {deployment.task.name}: {config.method}"
+        write_training_log(deployment.adapter_record, out_dir, title)
 
     record.setdefault("schema", SCHEMA_VERSION)
     record.setdefault("config", to_dict(config))

@@ -1,0 +1,251 @@
+"""``auto-halora``: the dual objective's scalars and learning-rate schedule set during training,
+adapted from AutoLoRa (Xu, Zhang & Kankanhalli, "AutoLoRa: A Parameter-Free Automated Robust
+Fine-Tuning Framework", arXiv 2310.01818, 2023).
+
+AutoLoRa fine-tunes a feature extractor (FE) for adversarial robustness. It gives the natural
+objective its own low-rank branch (natural pass: FE + branch, gradient into the branch only) and
+the adversarial objective the FE (adversarial pass: FE alone, gradient into the FE only), and
+trains ``l1 CE(natural) + (1 - l1) CE(adversarial) + l2 KL(natural || adversarial)`` with
+
+    l1 = 1 - a,   l2 = s * a,   s = 6,
+
+where ``a`` is the natural branch's accuracy on the training data, re-measured four times per
+epoch: while the natural branch is poor it learns; once it is good, its soft labels teach the
+robust pass. The learning rate starts high and is halved at fixed checkpoints (epochs 16, 24, 28,
+36, 40, 42, ..., 50 of 50) whenever the validation robust accuracy improved in fewer than
+``rho = 0.75`` of the epochs since the last checkpoint, and training then resumes from the best
+weights so far (the step-size rule of Croce and Hein's APGD).
+
+On a chip the base is frozen in RRAM and only the LoRA branch, in SRAM, survives to deployment,
+where it must serve the digital chip (sigma 0) and the noisy ones alike. cimsim maps AutoLoRa's
+two parameter sets onto **the two halves of one branch's rank**: the ideal pass (digital base +
+branch) plays the natural pass and its gradient reaches only the first ``ceil(r/2)`` components
+(rows of A, columns of B); the noisy pass (a fresh training chip + branch) plays the adversarial
+pass and trains only the rest (:func:`cimsim.adapters.lora.routed`). Both passes see the whole
+branch, so the deployed adapter is one ordinary rank-r peft adapter, the same SRAM as lora's. A
+step's loss is
+
+    (1 - lam) L_ideal + lam L_noisy + kl KL(p_ideal || p_noisy) + mu R_spectral,
+    lam = a,   kl = s * a,   s = kl_scale (6),
+
+``a`` the ideal pass's accuracy over the last ``ceil(steps per epoch / 4)`` training batches
+(this step's included, read from the logits the step computes anyway), the KL averaged over the
+batch, and ``mu`` HaLoRA's, fixed. One deviation from AutoLoRa: the ideal predictions are a fixed
+teacher in the KL term (no gradient through them). AutoLoRa lets the KL move its natural branch
+too, which is harmless there because that branch is dropped after training; here the ideal pass
+*is* the deployed digital model, and with the gradient through both sides the KL pulled it
+towards the noisy predictions: MiniLM on BBC News lost 14 digital points (0.807 against lora's
+0.957, 300 articles), against 0.7 points with the teacher fixed.
+
+The schedule: ``E = min(steps, 25)`` validations, before training and after every ``steps / E``
+steps; the checkpoints are AutoLoRa's epochs scaled to them (``round(E * w / 50)``). The
+validation value is ``(CE_ideal + CE_noisy) / 2`` on up to 64 training-split examples that no
+batch uses, the noisy half on one fixed validation chip at the training sigma; lower is better.
+At a checkpoint whose window saw fewer than ``rho`` of its validations improve on their
+predecessor, every learning rate is halved and the best weights so far restored; training ends
+on the best weights. The optimiser's moments are kept (AutoLoRa keeps SGD's momentum).
+
+``split_rank``, ``auto_scalars`` and ``auto_lr`` switch the three parts off one by one: without
+the split both passes train the whole branch; without the scalars the weights are ``lam`` and
+``kl = 0``; without the schedule the rate stays ``lr`` and nothing is validated. With all three
+off the method is ``halora`` step for step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from cimsim.chip.cards import DeviceCard
+from cimsim.chip.deploy import deploy, undeploy
+from cimsim.eval.evaluate import logit_batches
+from cimsim.eval.scoring import Scorer
+from cimsim.eval.tasks import Split, Task
+
+KL_SCALE = 6.0
+RHO = 0.75
+DECAY = 2.0
+MAX_VALIDATIONS = 25
+VALIDATION_SIZE = 64
+# AutoLoRa's learning-rate checkpoints, in epochs of its 50.
+CHECKPOINT_EPOCHS = (0, 16, 24, 28, 36, 40, 42, 44, 46, 48, 50)
+
+
+def autolora_weights(accuracy: float, kl_scale: float = KL_SCALE) -> tuple[float, float]:
+    """``(lam, kl)``: the noisy loss's weight ``a`` and the KL term's ``s * a``."""
+    return accuracy, kl_scale * accuracy
+
+
+class AccuracyWindow:
+    """The ideal pass's accuracy over the last ``size`` training batches."""
+
+    def __init__(self, size: int) -> None:
+        self.batches: deque[tuple[int, int]] = deque(maxlen=size)
+
+    def add(self, n_correct: int, n: int) -> float:
+        """Record a batch; the accuracy over the window, that batch included."""
+        self.batches.append((n_correct, n))
+        return sum(c for c, _ in self.batches) / sum(n for _, n in self.batches)
+
+
+def window_size(steps_per_epoch: int) -> int:
+    """Batches per accuracy window: a quarter epoch (AutoLoRa re-measures four times an epoch)."""
+    return max(1, math.ceil(steps_per_epoch / 4))
+
+
+def validation_steps(total_steps: int) -> list[int]:
+    """Steps after which the validation runs: 0 (before training), then ``E`` evenly spaced
+    up to the last step, ``E = min(total_steps, 25)``."""
+    count = min(total_steps, MAX_VALIDATIONS)
+    return [round(k * total_steps / count) for k in range(count + 1)]
+
+
+def checkpoints(validations: int) -> list[int]:
+    """Indices of the validations (of ``0..validations``) at which the rate may be halved."""
+    marks = {round(validations * epoch / CHECKPOINT_EPOCHS[-1]) for epoch in CHECKPOINT_EPOCHS}
+    return sorted(marks)
+
+
+def halve(improved: Sequence[bool], rho: float = RHO) -> bool:
+    """AutoLoRa's test over one window: fewer than ``rho`` of its validations improved."""
+    return sum(improved) < rho * len(improved)
+
+
+def validation_chip_seed(seed: int) -> int:
+    """The validation chip (distinct from every training and evaluation chip)."""
+    return int(hashlib.sha256(f"validate/{seed}".encode()).hexdigest()[:15], 16)
+
+
+Batch = tuple[Task, list[str], torch.Tensor]
+
+
+def validation_sets(batches: Sequence[Batch], seed: int) -> list[tuple[Task, Split]]:
+    """Up to 64 examples, shared evenly between the batches' tasks, from each task's training
+    split but outside every batch (stratified, seeded); a task with none to spare validates on
+    its batches' own examples."""
+    tasks: dict[str, Task] = {}
+    used: dict[str, set[str]] = {}
+    for task, texts, _ in batches:
+        tasks.setdefault(task.name, task)
+        used.setdefault(task.name, set()).update(texts)
+    per_task = math.ceil(VALIDATION_SIZE / len(tasks))
+    sets = []
+    for name, task in tasks.items():
+        examples = list(zip(task.train.texts, task.train.labels, strict=True))
+        spare = [(t, y) for t, y in examples if t not in used[name]]
+        pool = spare or [(t, y) for t, y in examples if t in used[name]]
+        split = Split(tuple(t for t, _ in pool), tuple(y for _, y in pool))
+        sets.append((task, split.subset(per_task, seed=seed)))
+    return sets
+
+
+class AutoSchedule:
+    """AutoLoRa's scalars and learning-rate schedule over one training run (see the module
+    docstring). :func:`cimsim.adapters.train.train_steps` asks :meth:`weights` once per step,
+    after the ideal pass, and calls :meth:`after_step` after each optimiser step and
+    :meth:`finish` at the end."""
+
+    def __init__(
+        self,
+        config: Any,
+        batches: Sequence[Batch],
+        scorer: Scorer,
+        model: nn.Module,
+        card: DeviceCard | None,
+        optimiser: torch.optim.Optimizer,
+    ) -> None:
+        self.config, self.scorer, self.model, self.card = config, scorer, model, card
+        self.optimiser = optimiser
+        steps_per_epoch = max(1, len(batches) // config.epochs)
+        self.window = AccuracyWindow(window_size(steps_per_epoch))
+        self.step = 0
+        self.record: dict[str, float] = {}
+        self.lr_steps: list[int] = []
+        if config.auto_lr:
+            self.lr_steps = validation_steps(len(batches))
+            self.marks = checkpoints(len(self.lr_steps) - 1)
+            self.sets = validation_sets(batches, config.seed)
+            self.values: list[float] = []
+            self.best = (math.inf, self._weights())
+            self._validate()
+
+    def weights(self, n_correct: int, n: int) -> tuple[float, float]:
+        """This step's ``(lam, kl)`` from the ideal pass's ``n_correct`` of ``n``."""
+        accuracy = self.window.add(n_correct, n)
+        if self.config.auto_scalars:
+            lam, kl = autolora_weights(accuracy, self.config.kl_scale)
+        else:
+            lam, kl = self.config.lam, 0.0
+        self.record = {"ideal_correct": n_correct, "batch": n, "window_accuracy": accuracy}
+        self.record.update(lam=lam, kl_weight=kl)
+        return lam, kl
+
+    def after_step(self) -> dict[str, float]:
+        """What the rule chose and read at this step, for the training log."""
+        self.step += 1
+        record = {**self.record, "lr": self.optimiser.param_groups[0]["lr"]}
+        if self.step in self.lr_steps[1:]:
+            record.update(self._validate())
+        return record
+
+    def finish(self) -> None:
+        """End on the best weights the validation saw."""
+        if self.lr_steps:
+            self._load(self.best[1])
+
+    def _validate(self) -> dict[str, float]:
+        value = self._validation_value()
+        index = len(self.values)
+        self.values.append(value)
+        record: dict[str, float] = {"validation": value}
+        if value < self.best[0]:
+            self.best = (value, self._weights())
+        if index in self.marks[1:]:
+            start = self.marks[self.marks.index(index) - 1]
+            improved = [self.values[k] < self.values[k - 1] for k in range(start + 1, index + 1)]
+            if halve(improved):
+                for group in self.optimiser.param_groups:
+                    group["lr"] /= DECAY
+                self._load(self.best[1])
+                record["halved"] = 1.0
+        return record
+
+    def _validation_value(self) -> float:
+        """``(CE_ideal + CE_noisy) / 2`` over the validation examples."""
+        ideal = self._loss()
+        assert self.card is not None, "auto-halora trains with a noise card"
+        noisy = self.card.with_value("sigma", self.config.noise_sigma)
+        deploy(self.model, noisy.noise, validation_chip_seed(self.config.seed), noisy.tile)
+        try:
+            return (ideal + self._loss()) / 2
+        finally:
+            undeploy(self.model, release=False)  # parked, as the training chips are
+
+    def _loss(self) -> float:
+        """Mean cross-entropy over the validation examples, the model as it is now."""
+        total, count = 0.0, 0
+        for task, split in self.sets:
+            logits = torch.cat(list(logit_batches(self.scorer, task, split, VALIDATION_SIZE)))
+            labels = torch.tensor(split.labels)  # logits: (n, n_labels) on the CPU
+            total += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+            count += len(split)
+        return total / count
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        return {
+            name: p.detach().clone()
+            for name, p in self.scorer.named_parameters()
+            if p.requires_grad
+        }
+
+    def _load(self, weights: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, p in self.scorer.named_parameters():
+                if name in weights:
+                    p.copy_(weights[name])

@@ -1,0 +1,208 @@
+"""auto-halora: the scalars follow AutoLoRa's rule from the ideal pass's accuracy, the learning
+rate follows its checkpoints, every chosen value is logged, and with the rule off the method is
+halora step for step."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from cimsim.adapters.auto import (
+    AccuracyWindow,
+    AutoSchedule,
+    autolora_weights,
+    checkpoints,
+    halve,
+    validation_sets,
+    validation_steps,
+    window_size,
+)
+from cimsim.adapters.lora import LoraConfig
+from cimsim.adapters.train import TrainConfig, adapter_key, init_lora, task_batches, train_steps
+from cimsim.chip.cards import load_card
+from cimsim.cli import main
+from cimsim.eval.models import load_model
+from cimsim.eval.scoring import make_scorer
+from cimsim.eval.tasks import load_task
+
+LORA = LoraConfig(r=4, lora_alpha=8.0, target_modules=("query", "value"))
+# 48 training examples in batches of 8: 6 steps an epoch, 12 in all
+CONFIG = TrainConfig(epochs=2, train_size=48, batch_size=8, noise_sigma=0.2)
+
+
+def test_the_scalars_are_autoloras() -> None:
+    assert autolora_weights(0.8) == pytest.approx((0.8, 4.8))
+    assert autolora_weights(0.5, kl_scale=2.0) == (0.5, 1.0)
+    window = AccuracyWindow(2)
+    assert window.add(3, 4) == 0.75
+    assert window.add(1, 4) == 0.5
+    assert window.add(4, 8) == pytest.approx(5 / 12)  # the first batch has left the window
+    assert window_size(6) == 2 and window_size(1) == 1 and window_size(38) == 10
+
+
+def test_the_learning_rate_checkpoints_are_autoloras_scaled() -> None:
+    assert validation_steps(100) == [round(4 * k) for k in range(26)]
+    assert validation_steps(12) == list(range(13))
+    # AutoLoRa's epochs 0, 16, 24, ..., 50 of 50 on 25 validations
+    assert checkpoints(25) == [0, 8, 12, 14, 18, 20, 21, 22, 23, 24, 25]
+    assert checkpoints(50) == [0, 16, 24, 28, 36, 40, 42, 44, 46, 48, 50]
+    assert halve([True, True, True, False]) is False  # 3 of 4 improved: at rho 0.75
+    assert halve([True, False, True, False]) is True
+    assert halve([False]) is True
+
+
+@pytest.fixture
+def trained(tiny_bert_dir: Path, topic_task_file: Path):
+    """An auto-halora run on the tiny encoder: the log, the scorer, and what it trained on."""
+    task = load_task(str(topic_task_file))
+    loaded = load_model(str(tiny_bert_dir))
+    init_lora(loaded.model, LORA, seed=0)
+    scorer = make_scorer(loaded, max_length=16)
+    batches = task_batches(task, CONFIG)
+    card = load_card("channel")
+    start = AutoSchedule(CONFIG, batches, scorer, loaded.model, card, _optimiser(scorer))
+    log = train_steps(scorer, loaded.model, batches, CONFIG, "auto-halora", card=card)
+    return log, scorer, loaded, batches, card, start.values[0]
+
+
+def _optimiser(scorer) -> torch.optim.Optimizer:
+    return torch.optim.AdamW([p for p in scorer.parameters() if p.requires_grad])
+
+
+def test_every_step_logs_the_rules_inputs_and_choices_by_its_formula(trained) -> None:
+    log = pd.DataFrame(trained[0])
+    assert len(log) == 12
+    size = window_size(6)
+    for step in range(len(log)):
+        recent = log.iloc[max(0, step - size + 1) : step + 1]
+        accuracy = recent["ideal_correct"].sum() / recent["batch"].sum()
+        row = log.iloc[step]
+        assert row["window_accuracy"] == pytest.approx(accuracy)
+        assert row["lam"] == pytest.approx(accuracy)
+        assert row["kl_weight"] == pytest.approx(6 * accuracy)
+        expected = (1 - row["lam"]) * row["ideal"] + row["lam"] * row["noisy"]
+        expected += row["kl_weight"] * row["kl"] + CONFIG.mu * row["spectral"]
+        assert row["loss"] == pytest.approx(expected, rel=1e-5)
+    assert log["lr"].notna().all() and log["lr"].iloc[0] == CONFIG.lr
+    assert log["validation"].notna().sum() == 12  # after every step: 12 of at most 25
+
+
+def test_the_rate_halves_only_at_checkpoints_and_training_ends_on_the_best_weights(
+    trained,
+) -> None:
+    log, scorer, loaded, batches, card, first = trained
+    frame = pd.DataFrame(log)
+    marks = checkpoints(12)  # [0, 4, 6, 7, 9, 10, 11, 12] as validation indices = steps
+    halved = frame.index[frame.get("halved", pd.Series(0.0, index=frame.index)) == 1.0]
+    assert set(halved + 1) <= set(marks[1:])
+    values = [first, *frame["validation"].tolist()]
+    for mark, previous in zip(marks[1:], marks, strict=False):
+        improved = [values[k] < values[k - 1] for k in range(previous + 1, mark + 1)]
+        assert (mark - 1 in halved) == halve(improved)
+    for step in halved:  # the next step runs at half the rate
+        if step + 1 < len(frame):
+            assert frame["lr"].iloc[step + 1] == pytest.approx(frame["lr"].iloc[step] / 2)
+    again = AutoSchedule(CONFIG, batches, scorer, loaded.model, card, _optimiser(scorer))
+    assert again.values[0] == pytest.approx(min(values), abs=1e-6)
+
+
+def test_with_the_rule_and_the_split_off_auto_halora_is_halora_step_for_step(
+    tiny_bert_dir: Path, topic_task_file: Path
+) -> None:
+    task = load_task(str(topic_task_file))
+    off = TrainConfig(epochs=1, train_size=24, batch_size=8, lam=0.3, noise_sigma=0.2,
+                      split_rank=False, auto_scalars=False, auto_lr=False)  # fmt: skip
+    runs = {}
+    for method in ("halora", "auto-halora"):
+        loaded = load_model(str(tiny_bert_dir))
+        init_lora(loaded.model, LORA, seed=0)
+        scorer = make_scorer(loaded, max_length=16)
+        log = train_steps(scorer, loaded.model, task_batches(task, off), off, method)
+        state = {k: v for k, v in loaded.model.state_dict().items() if "lora_" in k}
+        runs[method] = ([step["loss"] for step in log], state)
+    assert runs["auto-halora"][0] == runs["halora"][0]
+    for key, value in runs["halora"][1].items():
+        assert torch.equal(value, runs["auto-halora"][1][key]), key
+
+
+def test_validation_uses_training_examples_no_batch_holds(topic_task_file: Path) -> None:
+    task = load_task(str(topic_task_file))
+    batches = task_batches(task, TrainConfig(epochs=1, train_size=24, batch_size=8))
+    used = {t for _, texts, _ in batches for t in texts}
+    [(same, split)] = validation_sets(batches, seed=0)
+    assert same is task and len(split) == len(task.train) - 24
+    assert not used & set(split.texts)
+    everything = task_batches(task, TrainConfig(epochs=1, train_size=None, batch_size=8))
+    [(_, fallback)] = validation_sets(everything, seed=0)  # nothing to spare: its own examples
+    assert set(fallback.texts) <= {t for _, texts, _ in everything for t in texts}
+
+
+def test_the_rule_shapes_the_adapter_key(tiny_bert_dir: Path, topic_task_file: Path) -> None:
+    loaded, task = load_model(str(tiny_bert_dir)), load_task(str(topic_task_file))
+
+    def key(method: str, **changes) -> str:
+        return adapter_key(loaded, task, LORA, TrainConfig(**changes), {"max_length": 16}, method)
+
+    assert key("auto-halora") != key("halora")
+    assert key("auto-halora") == key("auto-halora", lam=0.9)  # the rule sets lam
+    assert key("auto-halora", auto_scalars=False) != key("auto-halora", auto_scalars=False, lam=0.9)
+    assert key("auto-halora") != key("auto-halora", kl_scale=3.0)
+    assert key("auto-halora") != key("auto-halora", auto_lr=False)
+    assert key("auto-halora") != key("auto-halora", split_rank=False)
+    assert key("lora") == key("lora", kl_scale=3.0, auto_lr=False)  # unused by plain lora
+    with pytest.raises(ValueError, match="kl_scale"):
+        TrainConfig(kl_scale=math.nan)
+
+
+def test_train_and_sweep_take_auto_halora(
+    tiny_bert_dir: Path, topic_task_file: Path, tmp_path: Path
+) -> None:
+    cache = str(tmp_path / "cache")
+    common = ["--model", str(tiny_bert_dir), "--task", str(topic_task_file)]
+    common += ["--cache-dir", cache, "--train-noise", "0.2"]
+    out = tmp_path / "train"
+    assert main(["train", "--out", str(out), "--method", "auto-halora", *common]) == 0
+    log = pd.read_csv(out / "training_log.csv")
+    assert {"lam", "kl_weight", "lr", "validation", "window_accuracy"} <= set(log.columns)
+    assert (out / "loss.png").stat().st_size > 0
+    sweep = tmp_path / "sweep"
+    argv = ["sweep", "--method", "auto-halora", "--noise", "0.1", "--seeds", "1"]
+    assert main([*argv, *common, "--out", str(sweep), "--epochs", "1"]) == 0
+    assert pd.read_csv(sweep / "training_log.csv")["lam"].notna().all()
+    assert (sweep / "loss.png").is_file()
+
+
+def test_routing_trains_one_half_of_the_rank_and_changes_no_output(tiny_bert_dir: Path) -> None:
+    from cimsim.adapters.lora import lora_layers, routed, split_rank
+
+    loaded = load_model(str(tiny_bert_dir))
+    init_lora(loaded.model, LoraConfig(r=5, target_modules=("query",)), seed=0)
+    for layer in lora_layers(loaded.model).values():  # B = 0 at init: give B a value
+        torch.nn.init.normal_(layer.lora_B["default"].weight, std=0.1)
+    inputs = loaded.tokenizer(["a short text"], return_tensors="pt")
+    grads, outputs = {}, []
+    for half in (None, 0, 1):
+        loaded.model.zero_grad()
+        if half is None:
+            out = loaded.model(**inputs).last_hidden_state
+        else:
+            with routed(loaded.model, half):
+                out = loaded.model(**inputs).last_hidden_state
+        out.square().sum().backward()
+        named = loaded.model.named_parameters()
+        grads[half] = {n: p.grad.clone() for n, p in named if "lora_" in n}
+        outputs.append(out.detach())
+    assert torch.equal(outputs[0], outputs[1]) and torch.equal(outputs[0], outputs[2])
+    first = split_rank(5)
+    assert first == 3
+    for name, whole in grads[None].items():
+        a = "lora_A" in name  # A: (r, d_in) rows are components; B: (d_out, r) columns
+        zero_half = (lambda g: g[first:]) if a else (lambda g: g[:, first:])
+        other_zero = (lambda g: g[:first]) if a else (lambda g: g[:, :first])
+        assert not zero_half(grads[0][name]).any() and not other_zero(grads[1][name]).any()
+        assert torch.allclose(grads[0][name] + grads[1][name], whole, atol=1e-6)
+    assert all(not layer.routes for layer in lora_layers(loaded.model).values())
