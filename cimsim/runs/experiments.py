@@ -67,6 +67,7 @@ SWEEP_FILES = (
     "config.json",
     "points.jsonl",
 )
+TRAINING_FILES = ("training_log.csv", "loss.png", "loss.pdf")  # where an adapter was trained
 SIGNOFF_FILES = (
     "yield.png", "yield.pdf", "yield.csv", "summary.json", "results.csv", "config.json",
     "points.jsonl",
@@ -260,10 +261,17 @@ def publish(experiment: Experiment, out_dir: Path, figures_dir: Path) -> Path:
             shutil.copy(out_dir / name, target / name)
         for method in experiment.methods:
             (target / method).mkdir(exist_ok=True)
-            for name in SWEEP_FILES:
-                shutil.copy(out_dir / method / name, target / method / name)
+            _copy_sweep(out_dir / method, target / method)
     else:
-        for name in SWEEP_FILES:
-            shutil.copy(out_dir / name, target / name)
+        _copy_sweep(out_dir, target)
     shutil.copy(experiment.source, target / "experiment.toml")
     return target
+
+
+def _copy_sweep(run_dir: Path, target: Path) -> None:
+    """A sweep's files, and its adapter's training log and figure where it has them."""
+    for name in SWEEP_FILES:
+        shutil.copy(run_dir / name, target / name)
+    for name in TRAINING_FILES:
+        if (run_dir / name).exists():
+            shutil.copy(run_dir / name, target / name)

@@ -125,22 +125,57 @@ def save_figure(figure: Figure, stem: Path) -> list[Path]:
 
 
 def plot_training(log: pd.DataFrame, *, ax: Axes | None = None, title: str | None = None) -> Figure:
-    """Loss per training step: the total, and the ideal / noisy parts where the method has them."""
+    """Loss per training step: the total, and the ideal / noisy / KL parts where the method has
+    them, with the validation loss where it was measured. A log with an automatic rule's choices
+    (auto-halora: ``lam``, ``kl_weight``, ``lr``) gets a second panel below, unless ``ax`` is
+    given: the weights and the ideal-pass accuracy they follow, and the learning rate."""
+    rule = "lam" in log and ax is None
     if ax is None:
-        figure = Figure(figsize=(6.4, 4.0), layout="constrained")
-        ax = figure.add_subplot()
+        figure = Figure(figsize=(6.4, 6.4 if rule else 4.0), layout="constrained")
+        axes = figure.subplots(2, 1, sharex=True, height_ratios=(3, 2)) if rule else None
+        ax = axes[0] if axes is not None else figure.add_subplot()
     else:
         figure = ax.get_figure()  # type: ignore[assignment]
-    labels = {"loss": "total", "ideal": "ideal base", "noisy": "noisy base (fresh chip per step)"}
+    labels = {
+        "loss": "total",
+        "ideal": "ideal base",
+        "noisy": "noisy base (fresh chip per step)",
+        "kl": "KL(ideal || noisy)",
+    }
     for column, label in labels.items():
         if column in log and log[column].notna().any():
             ax.plot(log["step"], log[column], label=label, linewidth=1)
-    ax.set_xlabel("training step")
+    if "validation" in log and log["validation"].notna().any():
+        seen = log[log["validation"].notna()]
+        ax.plot(seen["step"], seen["validation"], "k.", label="validation (ideal + noisy) / 2")
     ax.set_ylabel("loss (cross-entropy; the total adds the regulariser)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
+    if not rule:
+        ax.set_xlabel("training step")
+        return figure
+    assert axes is not None
+    low = axes[1]
+    low.plot(log["step"], log["window_accuracy"], label="ideal-pass accuracy a (window)")
+    low.plot(log["step"], log["lam"], "--", label="lam: noisy loss weight")
+    low.plot(log["step"], log["kl_weight"] / max(log["kl_weight"].max(), 1e-12), ":",
+             label=f"KL weight / {log['kl_weight'].max():.2g}")  # fmt: skip
+    low.set_ylim(0, 1.05)
+    low.set_ylabel("weight, accuracy")
+    low.set_xlabel("training step")
+    low.grid(alpha=0.3)
+    rate = low.twinx()
+    rate.step(log["step"], log["lr"], "r-", where="post", linewidth=1, label="learning rate")
+    rate.set_yscale("log")
+    rate.set_ylabel("learning rate", color="r")
+    halved = log["step"][log["halved"] == 1.0] if "halved" in log else log["step"][:0]
+    for step in halved:
+        low.axvline(step, color="r", alpha=0.3, linewidth=0.8)
+    handles = low.get_legend_handles_labels()
+    extra = rate.get_legend_handles_labels()
+    low.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=7, loc="lower right")
     return figure
 
 

@@ -31,8 +31,6 @@ def train_to_folder(
 ) -> list[Path]:
     """``cimsim train``: the adapter (peft format), ``training.json`` (the record),
     ``training_log.csv`` (loss parts per step) and ``loss.png``/``.pdf`` in ``out_dir``."""
-    import pandas as pd
-
     from cimsim.eval.models import load_model
     from cimsim.eval.scoring import make_scorer
     from cimsim.eval.tasks import load_task
@@ -53,9 +51,17 @@ def train_to_folder(
         raise CimsimError(f"cannot use {out_dir} as the output folder: {err.strerror}") from None
     shutil.copytree(adapter_dir, out_dir / "adapter", dirs_exist_ok=True)
     write_atomic(out_dir / "training.json", json.dumps(record, indent=2) + "\n")
+    paths = write_training_log(record, out_dir, f"{model} on {task.name}: {method}")
+    return [out_dir / "adapter", out_dir / "training.json", *paths]
+
+
+def write_training_log(record: dict, out_dir: Path, title: str) -> list[Path]:
+    """An adapter's training record as ``training_log.csv`` (one row per step: the loss and its
+    parts, and what an automatic rule chose) and its figure ``loss.png``/``.pdf``."""
+    import pandas as pd
+
     log = pd.DataFrame(record.get("log") or [{"loss": loss} for loss in record.get("losses", [])])
     log.insert(0, "step", range(len(log)))
     write_atomic(out_dir / "training_log.csv", log.to_csv(index=False))
-    figure = plot_training(log, title=f"{model} on {task.name}: {method}")
-    figures = save_figure(figure, out_dir / "loss")
-    return [out_dir / "adapter", out_dir / "training.json", out_dir / "training_log.csv", *figures]
+    figures = save_figure(plot_training(log, title=title), out_dir / "loss")
+    return [out_dir / "training_log.csv", *figures]
