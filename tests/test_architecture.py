@@ -25,6 +25,7 @@ RANKS = {
     "adapters": 4,
     "runs": 5,
     "continual": 6,
+    "watermark": 6,
     "cli": 7,
 }
 

@@ -87,6 +87,9 @@ class LoraLinear(nn.Module):
         # The rank components of a branch that a forward's gradient reaches (routed()): adapter
         # name -> (r,) bool. The output is the same; the other components are constants.
         self.routes: dict[str, torch.Tensor] = {}
+        # fused(): run the active branches as one low-rank product of their concatenated
+        # factors (one pass over the input instead of one per branch; sums in another order).
+        self.fused = False
 
     def add_adapter(self, name: str, config: LoraConfig) -> None:
         """Add branch ``name``; it starts as an exact no-op (B = 0) and becomes active."""
@@ -109,6 +112,8 @@ class LoraLinear(nn.Module):
         out = self.base_layer(x)  # (..., d_out)
         if self.disabled:
             return out
+        if self.fused and not self.gate_values and not self.routes and self.active_adapters:
+            return out + self._fused_delta(x).to(out.dtype)
         for name in self.active_adapters:
             a, b = self.lora_A[name], self.lora_B[name]
             # The branch keeps its own dtype (float32 on a bfloat16/float16 base: SRAM weights
@@ -129,6 +134,20 @@ class LoraLinear(nn.Module):
                 delta = delta * gate.view(-1, *(1,) * (delta.dim() - 1))  # (rows, 1, ..., 1)
             out = out + delta
         return out
+
+    def _fused_delta(self, x: torch.Tensor) -> torch.Tensor:
+        """Every active branch at once: ``[B_1 s_1, B_2 s_2, ...] [A_1; A_2; ...] x``."""
+        parts = [(*self.factors(n), self.scaling[n]) for n in self.active_adapters]
+        a = torch.cat([a for a, _, _ in parts])  # (sum r, d_in)
+        b = torch.cat([b * scale for _, b, scale in parts], dim=1)  # (d_out, sum r)
+        h = self.lora_dropout[self.active_adapters[0]](x).to(a.dtype)
+        return nn.functional.linear(nn.functional.linear(h, a), b)  # (..., d_out)
+
+    def factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Branch ``name``'s weights ``A: (r, d_in)`` and ``B: (d_out, r)`` (parameters)."""
+        a: torch.Tensor = self.lora_A[name].weight  # type: ignore[assignment]
+        b: torch.Tensor = self.lora_B[name].weight  # type: ignore[assignment]
+        return a, b
 
     def delete_adapter(self, name: str) -> None:
         """Remove branch ``name`` (active or not)."""
@@ -251,6 +270,21 @@ def routed(model: nn.Module, half: int) -> Iterator[None]:
     finally:
         for layer in layers:
             layer.routes.clear()
+
+
+@contextlib.contextmanager
+def fused(model: nn.Module) -> Iterator[None]:
+    """Inside the block every LoRA layer runs its active branches as one product (for models
+    with many branches active at once; the result differs from the branch-by-branch sum only
+    in rounding). Branches with gates or routes keep the branch-by-branch path."""
+    layers = list(lora_layers(model).values())
+    for layer in layers:
+        layer.fused = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.fused = False
 
 
 @contextlib.contextmanager

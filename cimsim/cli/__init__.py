@@ -26,6 +26,7 @@ from cimsim.cli import (
     sweep,
     tolerance,
     train,
+    watermark,
 )
 from cimsim.cli.common import (
     EXIT_FAILURE,
@@ -71,6 +72,7 @@ app.command()(catalog.models)
 app.command()(catalog.tasks)
 app.command("noise-models")(catalog.noise_models)
 app.add_typer(devices.devices_app, name="devices")
+app.add_typer(watermark.watermark_app, name="watermark")
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -59,8 +59,12 @@ def run(
     from cimsim.core.io import read_toml
     from cimsim.runs.compare import default_compare_dir
     from cimsim.runs.experiments import executor_table, load_experiment, publish
+    from cimsim.watermark.experiment import is_watermark
 
     check_torch_device(device)
+    if is_watermark(experiment):
+        run_watermark_file(experiment, figures_dir, out, resolve_cache_dir(cache_dir), device)
+        return
     table = executor_table(experiment, read_toml(experiment, "experiment file"))
     given = {"kind": executor, "address": address, "workers": workers,
              "worker_cpus": worker_cpus, "worker_gpus": worker_gpus}  # fmt: skip
@@ -98,3 +102,30 @@ def run(
     run_sweep_and_report(config, card, out, resolve_cache_dir(cache_dir), 0.01, methods, runner)
     target = publish(spec, out, figures_dir)
     print(f"published {target}/ (figure, data, config and the experiment file)")
+
+
+def run_watermark_file(
+    experiment: Path, figures_dir: Path, out: Path | None, cache_dir: Path, device: str
+) -> None:
+    """A watermark experiment: the kit (reused when it exists), the sweep, the published files."""
+    import dataclasses
+
+    from cimsim.cli.common import progress_bars
+    from cimsim.cli.watermark import report_kit, report_sweep
+    from cimsim.watermark.experiment import kit_matches, load_watermark, publish_watermark
+    from cimsim.watermark.kit import embed_kit
+    from cimsim.watermark.sweep import run_watermark_sweep
+
+    name, kit_config, sweep_config = load_watermark(experiment)
+    kit_config = dataclasses.replace(kit_config, compute_device=device)
+    root = out if out is not None else Path("runs") / name
+    kit_dir, sweep_dir = root / "kit", root / "sweep"
+    with progress_bars() as progress:
+        if not kit_matches(kit_dir, kit_config):
+            embed_kit(kit_config, kit_dir, cache_dir=cache_dir, progress=progress)
+        report_kit(kit_dir)
+        run_watermark_sweep(kit_dir, sweep_config, sweep_dir, cache_dir=cache_dir, device=device,
+                            progress=progress)  # fmt: skip
+    report_sweep(sweep_dir)
+    target = publish_watermark(name, experiment, kit_dir, sweep_dir, figures_dir)
+    print(f"published {target}/ (figure, data, the kit's checks and the experiment file)")

@@ -1,0 +1,86 @@
+"""Black-box verification of a shipped model: only its answers to the key's queries are read.
+
+The suspect is a folder ``cimsim watermark assemble`` wrote (or any peft adapter for the kit's
+model, with an optional ``base_delta.safetensors``), optionally run as a chip of a device card.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file
+
+from cimsim.adapters.lora import fused, load_adapter
+from cimsim.adapters.watermark import (
+    Key,
+    answers_of,
+    false_positive_bound,
+    fold,
+    parse_signature,
+    read_signature,
+    signature_text,
+)
+from cimsim.core.errors import CimsimError
+from cimsim.core.io import read_json
+from cimsim.watermark.kit import INDEX, SCHEMA, SHIPPED_DELTA, KitConfig
+
+
+def verify_model(
+    kit_dir: Path,
+    suspect: Path,
+    claimed: str,
+    *,
+    card: str | None = None,
+    sigma: float | None = None,
+    chip: int = 0,
+    cache_dir: Path,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Read ``suspect``'s signature with the kit's key and decide whether it is ``claimed``."""
+    from cimsim.core.config import from_dict
+    from cimsim.eval.models import load_model
+    from cimsim.eval.scoring import make_scorer
+    from cimsim.eval.tasks import load_task
+
+    if not (kit_dir / INDEX).is_file():
+        raise CimsimError(f"{kit_dir} is not a watermark kit (no {INDEX})")
+    record = read_json(kit_dir / INDEX)
+    if record.get("schema") != SCHEMA:
+        raise CimsimError(f"{kit_dir / INDEX} has schema {record.get('schema')!r}, not {SCHEMA}")
+    config = from_dict(KitConfig, record["config"])
+    signature = parse_signature(claimed, config.watermark.bits)
+    task = load_task(config.task, cache_dir=cache_dir)
+    loaded = load_model(config.model, device=device)
+    load_adapter(loaded.model, suspect, "default")
+    if (suspect / SHIPPED_DELTA).is_file():
+        fold(loaded.model, load_file(str(suspect / SHIPPED_DELTA), device=device))
+    chip_record: dict[str, Any] = {"card": "digital"}
+    if card is not None:
+        from cimsim.chip.cards import load_card
+        from cimsim.chip.deploy import deploy
+        from cimsim.runs.sweep import chip_seed
+
+        chosen = load_card(card)
+        if sigma is not None:
+            chosen = chosen.with_value("sigma", sigma)
+        value = chosen.noise.sigma
+        seed = chip_seed(0, chosen.name, "sigma", value, chip)
+        deploy(loaded.model, chosen.noise, seed, chosen.tile)
+        chip_record = {"card": chosen.name, "sigma": value, "instance": chip, "chip_seed": seed}
+    scorer = make_scorer(loaded, config.eval.max_length, prompt_tokens=config.eval.prompt_tokens)
+    targets = tuple((int(t[0]), int(t[1])) for t in record["key"]["targets"])
+    key = Key(tuple(record["key"]["phrases"]), targets)
+    with fused(loaded.model):
+        answer = answers_of(scorer, task, config.eval.batch_size)
+        reading = read_signature(answer, key, record["queries"], config.watermark.threshold)
+    return {
+        "read": signature_text(reading.bits),
+        "claimed": signature_text(signature),
+        "verified": reading.verifies(signature),
+        "bit_errors": reading.errors(signature),
+        "counts": [list(c) for c in reading.counts],
+        "queries": reading.queries,
+        "false_positive_bound": false_positive_bound(task.n_labels, key.bits),
+        "chip": chip_record,
+    }
