@@ -83,8 +83,8 @@ class WatermarkConfig:
     threshold: float = 0.75
     """Fraction of a position's queries that must answer one value's target (> 0.5)."""
     obfuscation_scale: float = 0.5
-    """Each row's largest |R_i| as a fraction of the base row's largest |w| (0: no obfuscation
-    matrices; the sweep then compares nothing)."""
+    """Each row's largest |R_i| as a fraction of the base row's largest |w| (0: no obfuscation;
+    the sweep then reads the plain model only)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.bits <= 64:
@@ -128,8 +128,8 @@ def make_key(config: WatermarkConfig, n_labels: int) -> Key:
         return "".join(rng.choice(_CONSONANTS) + rng.choice(_VOWELS) for _ in range(3))
 
     phrases = tuple(" ".join(word() for _ in range(3)) for _ in range(config.bits))
-    targets = tuple(tuple(rng.sample(range(n_labels), 2)) for _ in range(config.bits))
-    return Key(phrases, targets)  # type: ignore[arg-type]
+    pairs = (rng.sample(range(n_labels), 2) for _ in range(config.bits))
+    return Key(phrases, tuple((zero, one) for zero, one in pairs))
 
 
 def parse_signature(text: str, bits: int) -> tuple[int, ...]:

@@ -284,17 +284,25 @@ def removal_check(kit: Kit, signature: tuple[int, ...]) -> dict[str, Any]:
     return out
 
 
-def load_kit(
-    path: Path, *, cache_dir: Path, device: str = "cpu", progress: Progress | None = None
-) -> Kit:
-    """A kit folder onto a fresh copy of its model; a user error if it is not a kit."""
-    progress = progress or Silent()
+def read_kit(path: Path) -> tuple[dict[str, Any], KitConfig, Key]:
+    """A kit's record, config and key; a user error if ``path`` is not a kit."""
     if not (path / INDEX).is_file():
         raise CimsimError(f"{path} is not a watermark kit (no {INDEX})")
     record = read_json(path / INDEX)
     if record.get("schema") != SCHEMA:
         raise CimsimError(f"{path / INDEX} has schema {record.get('schema')!r}, not {SCHEMA}")
-    config = dataclasses.replace(from_dict(KitConfig, record["config"]), compute_device=device)
+    targets = tuple((int(t[0]), int(t[1])) for t in record["key"]["targets"])
+    key = Key(tuple(record["key"]["phrases"]), targets)
+    return record, from_dict(KitConfig, record["config"]), key
+
+
+def load_kit(
+    path: Path, *, cache_dir: Path, device: str = "cpu", progress: Progress | None = None
+) -> Kit:
+    """A kit folder onto a fresh copy of its model; a user error if it is not a kit."""
+    progress = progress or Silent()
+    record, config, key = read_kit(path)
+    config = dataclasses.replace(config, compute_device=device)
     task, test, loaded, scorer = _build(config, cache_dir, progress)
     if task.fingerprint != record["task"]["fingerprint"]:
         raise CimsimError(f"{path}: the task's data differ from those the kit was made with")
@@ -313,8 +321,6 @@ def load_kit(
             load_adapter(loaded.model, path / "obfuscation" / name, name)
     for param in loaded.model.parameters():
         param.requires_grad_(False)
-    targets = tuple((int(t[0]), int(t[1])) for t in record["key"]["targets"])
-    key = Key(tuple(record["key"]["phrases"]), targets)
     return Kit(path, config, key, record["queries"], loaded, scorer, task, test, delta, record)
 
 

@@ -13,7 +13,6 @@ from safetensors.torch import load_file
 
 from cimsim.adapters.lora import fused, load_adapter
 from cimsim.adapters.watermark import (
-    Key,
     answers_of,
     false_positive_bound,
     fold,
@@ -21,9 +20,7 @@ from cimsim.adapters.watermark import (
     read_signature,
     signature_text,
 )
-from cimsim.core.errors import CimsimError
-from cimsim.core.io import read_json
-from cimsim.watermark.kit import INDEX, SCHEMA, SHIPPED_DELTA, KitConfig
+from cimsim.watermark.kit import SHIPPED_DELTA, read_kit
 
 
 def verify_model(
@@ -38,17 +35,11 @@ def verify_model(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Read ``suspect``'s signature with the kit's key and decide whether it is ``claimed``."""
-    from cimsim.core.config import from_dict
     from cimsim.eval.models import load_model
     from cimsim.eval.scoring import make_scorer
     from cimsim.eval.tasks import load_task
 
-    if not (kit_dir / INDEX).is_file():
-        raise CimsimError(f"{kit_dir} is not a watermark kit (no {INDEX})")
-    record = read_json(kit_dir / INDEX)
-    if record.get("schema") != SCHEMA:
-        raise CimsimError(f"{kit_dir / INDEX} has schema {record.get('schema')!r}, not {SCHEMA}")
-    config = from_dict(KitConfig, record["config"])
+    record, config, key = read_kit(kit_dir)
     signature = parse_signature(claimed, config.watermark.bits)
     task = load_task(config.task, cache_dir=cache_dir)
     loaded = load_model(config.model, device=device)
@@ -69,8 +60,6 @@ def verify_model(
         deploy(loaded.model, chosen.noise, seed, chosen.tile)
         chip_record = {"card": chosen.name, "sigma": value, "instance": chip, "chip_seed": seed}
     scorer = make_scorer(loaded, config.eval.max_length, prompt_tokens=config.eval.prompt_tokens)
-    targets = tuple((int(t[0]), int(t[1])) for t in record["key"]["targets"])
-    key = Key(tuple(record["key"]["phrases"]), targets)
     with fused(loaded.model):
         answer = answers_of(scorer, task, config.eval.batch_size)
         reading = read_signature(answer, key, record["queries"], config.watermark.threshold)
