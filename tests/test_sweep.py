@@ -369,6 +369,17 @@ def test_an_encoder_folder_written_before_the_tokenization_choice_resumes(
     assert evaluations == []
 
 
+def test_training_fields_the_method_does_not_use_may_differ_on_resume(
+    run_copy: Path, shared: dict[str, Path], tiny_bert_dir: Path, evaluations: list[int]
+) -> None:
+    """A lora folder resumes under another lam or auto-halora switch (its adapter is the same);
+    a field that shapes lora, the learning rate, is refused."""
+    before = (run_copy / "points.jsonl").read_text()
+    assert main(sweep_argv(shared, tiny_bert_dir, run_copy, "--lam", "0.9")) == 0
+    assert evaluations == [] and (run_copy / "points.jsonl").read_text() == before
+    assert main(sweep_argv(shared, tiny_bert_dir, run_copy, "--lr", "0.01")) == 2
+
+
 def test_an_in_place_sweep_gives_the_buffered_points(
     shared: dict[str, Path], tiny_bert_dir: Path, finished: Path, tmp_path: Path
 ) -> None:

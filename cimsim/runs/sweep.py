@@ -31,7 +31,7 @@ from cimsim.adapters.lora import LoraConfig
 from cimsim.adapters.train import TrainConfig
 from cimsim.chip.cards import DEFAULT_CARD, DeviceCard, load_card
 from cimsim.chip.placement import Placement, placement_record
-from cimsim.core.config import config_hash, to_dict, with_defaults
+from cimsim.core.config import config_hash, from_dict, to_dict, with_defaults
 from cimsim.core.errors import CimsimError
 from cimsim.core.io import append_point, read_json, write_atomic
 from cimsim.core.lock import one_writer
@@ -212,6 +212,10 @@ def _check_resumable(
     stored = with_defaults(stored, to_dict(SweepConfig()))  # fields added since that run
     if (record.get("model") or {}).get("kind") == "encoder":
         stored["eval"]["prompt_tokens"] = current["eval"]["prompt_tokens"]  # encoders ignore it
+    # Training fields that do not shape this method's adapter may differ (lam for plain lora,
+    # auto-halora's switches for halora): the adapter and every point are the same.
+    stored["train"] = _shaping(from_dict(TrainConfig, stored["train"]), config)
+    current["train"] = _shaping(config.train, config)
     for key, value in current.items():
         was = stored[key]
         if key not in _GRID_FIELDS and was != value:
@@ -224,6 +228,13 @@ def _check_resumable(
     values = tuple(sorted(set(stored.get("values", [])) | set(config.values)))
     instances = max(int(stored.get("instances", 0)), config.instances)
     return dataclasses.replace(config, values=values, instances=instances)
+
+
+def _shaping(train: TrainConfig, config: SweepConfig) -> dict[str, Any]:
+    """The training fields that determine ``config``'s adapter (none without training)."""
+    if config.method == "none" or config.adapter is not None:
+        return {}
+    return {**train.base(), **train.objective_fields(config.method)}
 
 
 def _prepare_run_dir(
