@@ -10,15 +10,18 @@ from cimsim.continual.experiment import is_continual, load_continual
 from cimsim.core.errors import CimsimError
 from cimsim.runs.experiments import load_experiment
 from cimsim.runs.sweep import SweepConfig
+from cimsim.watermark.experiment import is_watermark, load_watermark
 
 EXPERIMENTS = sorted((Path(__file__).parent.parent / "experiments").rglob("*.toml"))
-SWEEPS = [path for path in EXPERIMENTS if not is_continual(path)]
+SWEEPS = [path for path in EXPERIMENTS if not is_continual(path) and not is_watermark(path)]
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
 def test_committed_experiments_parse(path: Path) -> None:
     if is_continual(path):
         name, description, _ = load_continual(path)
+    elif is_watermark(path):
+        name, description, _, _ = load_watermark(path)
     else:
         experiment = load_experiment(path)
         name, description = experiment.name, experiment.description
@@ -105,7 +108,8 @@ def test_methods_make_a_comparison(tmp_path: Path) -> None:
     experiment = load_experiment(path)
     assert experiment.methods == ("lora", "halora")
     assert (experiment.sweep.method, experiment.sweep.train.mu) == ("lora", 0.01)
-    assert load_experiment(SWEEPS[0]).methods == ()
+    default = Path(__file__).parent.parent / "experiments/default-sweep.toml"
+    assert load_experiment(default).methods == ()
 
 
 def test_run_publishes_a_comparison(

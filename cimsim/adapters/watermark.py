@@ -78,6 +78,8 @@ class WatermarkConfig:
     """Texts per step, half of them triggers."""
     lr: float = 2e-3
     """AdamW learning rate of the watermark branches."""
+    clean_weight: float = 1.0
+    """Weight of the clean texts' KL term against the triggers' cross-entropy."""
     queries: int = 16
     """Verification queries per bit position."""
     threshold: float = 0.75
@@ -95,6 +97,8 @@ class WatermarkConfig:
             raise ValueError(f"the reading threshold is in (0.5, 1], got {self.threshold}")
         if not (math.isfinite(self.obfuscation_scale) and self.obfuscation_scale >= 0):
             raise ValueError(f"obfuscation scale must be >= 0, got {self.obfuscation_scale}")
+        if not (math.isfinite(self.clean_weight) and self.clean_weight >= 0):
+            raise ValueError(f"clean_weight must be >= 0, got {self.clean_weight}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
 
@@ -220,7 +224,7 @@ def train_watermarks(
         divergence = nn.functional.kl_div(
             kept.log_softmax(-1), teacher, reduction="batchmean", log_target=True
         )
-        loss = nn.functional.cross_entropy(marked, goal) + divergence
+        loss = nn.functional.cross_entropy(marked, goal) + config.clean_weight * divergence
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

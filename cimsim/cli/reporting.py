@@ -349,3 +349,46 @@ def print_tolerance(report: Any, out_dir: Path) -> None:
     console.print(f"results: {out_dir}/yield.csv, summary.json, results.csv")
     for path in report.figures:
         console.print(f"figure:  {path}")
+
+
+def report_kit(kit: Path) -> None:
+    """The kit's digital checks, as a table on stdout."""
+    from cimsim.core.io import read_json
+    from cimsim.watermark.kit import INDEX
+
+    checks = read_json(kit / INDEX)["checks"]
+    console = rich_console()
+    unmarked = checks["unmarked"]
+    console.print(
+        f"unmarked model: accuracy {unmarked['accuracy']:.3f}, reads {unmarked['read']}, "
+        f"verifies {unmarked['verifies']} of {len(checks['signatures'])} signatures"
+    )
+    for row in checks["signatures"]:
+        for variant in ("plain", "obfuscated"):
+            if variant in row:
+                cell = row[variant]
+                console.print(
+                    f"{row['signature']} {variant:>10}: accuracy {cell['accuracy']:.3f}, "
+                    f"reads {cell['read']}, verified {cell['verified']}, "
+                    f"verifies {cell['verifies_others']} other signatures"
+                )
+    console.print(
+        f"a model without the key reads a given signature with probability <= "
+        f"{checks['false_positive_bound']:.2g} (over the key)"
+    )
+    console.print(f"written: {kit}")
+
+
+def report_sweep(out_dir: Path) -> None:
+    from cimsim.core.io import read_json
+
+    facts = read_json(out_dir / "summary.json")
+    console = rich_console()
+    unit = facts["unit"]
+    for variant, entry in facts["by_variant"].items():
+        for what, numbers in entry.items():
+            console.print(
+                f"{variant:>10} {what:>12}: every chip passes up to σ {numbers['all_chips_up_to']} "
+                f"[{unit}]; certified σ at yield {facts['target_yield']:g}: {numbers['certified']}"
+            )
+    console.print(f"written: {out_dir}")

@@ -111,12 +111,12 @@ def run_watermark_file(
     import dataclasses
 
     from cimsim.cli.common import progress_bars
-    from cimsim.cli.watermark import report_kit, report_sweep
+    from cimsim.cli.reporting import report_kit, report_sweep
     from cimsim.watermark.experiment import kit_matches, load_watermark, publish_watermark
     from cimsim.watermark.kit import embed_kit
     from cimsim.watermark.sweep import run_watermark_sweep
 
-    name, kit_config, sweep_config = load_watermark(experiment)
+    name, _, kit_config, sweep_config = load_watermark(experiment)
     kit_config = dataclasses.replace(kit_config, compute_device=device)
     root = out if out is not None else Path("runs") / name
     kit_dir, sweep_dir = root / "kit", root / "sweep"

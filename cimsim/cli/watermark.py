@@ -22,6 +22,7 @@ from cimsim.cli.common import (
     resolve_cache_dir,
     rich_console,
 )
+from cimsim.cli.reporting import report_kit, report_sweep
 from cimsim.core.errors import CimsimError
 
 watermark_app = typer.Typer(
@@ -75,34 +76,6 @@ def embed(
     with progress_bars() as progress:
         embed_kit(config, out, cache_dir=resolve_cache_dir(cache_dir), progress=progress)
     report_kit(out)
-
-
-def report_kit(kit: Path) -> None:
-    """The kit's digital checks, as a table on stdout."""
-    from cimsim.core.io import read_json
-    from cimsim.watermark.kit import INDEX
-
-    checks = read_json(kit / INDEX)["checks"]
-    console = rich_console()
-    unmarked = checks["unmarked"]
-    console.print(
-        f"unmarked model: accuracy {unmarked['accuracy']:.3f}, reads {unmarked['read']}, "
-        f"verifies {unmarked['verifies']} of {len(checks['signatures'])} signatures"
-    )
-    for row in checks["signatures"]:
-        for variant in ("plain", "obfuscated"):
-            if variant in row:
-                cell = row[variant]
-                console.print(
-                    f"{row['signature']} {variant:>10}: accuracy {cell['accuracy']:.3f}, "
-                    f"reads {cell['read']}, verified {cell['verified']}, "
-                    f"verifies {cell['verifies_others']} other signatures"
-                )
-    console.print(
-        f"a model without the key reads a given signature with probability <= "
-        f"{checks['false_positive_bound']:.2g} (over the key)"
-    )
-    console.print(f"written: {kit}")
 
 
 @watermark_app.command()
@@ -203,18 +176,3 @@ def sweep(
             progress=progress,
         )  # fmt: skip
     report_sweep(out_dir)
-
-
-def report_sweep(out_dir: Path) -> None:
-    from cimsim.core.io import read_json
-
-    facts = read_json(out_dir / "summary.json")
-    console = rich_console()
-    unit = facts["unit"]
-    for variant, entry in facts["by_variant"].items():
-        for what, numbers in entry.items():
-            console.print(
-                f"{variant:>10} {what:>12}: every chip passes up to σ {numbers['all_chips_up_to']} "
-                f"[{unit}]; certified σ at yield {facts['target_yield']:g}: {numbers['certified']}"
-            )
-    console.print(f"written: {out_dir}")

@@ -54,8 +54,8 @@ def is_watermark(path: Path) -> bool:
     return SECTION in read_toml(path, "experiment file")
 
 
-def load_watermark(path: Path) -> tuple[str, KitConfig, WatermarkSweepConfig]:
-    """Name, kit config and sweep config of a watermark experiment file."""
+def load_watermark(path: Path) -> tuple[str, str, KitConfig, WatermarkSweepConfig]:
+    """Name, description, kit config and sweep config of a watermark experiment file."""
     raw = read_toml(path, "experiment file")
     name = experiment_name(path, raw)
     unknown = set(raw) - {"name", "description", SECTION, "sweep"}
@@ -85,7 +85,8 @@ def load_watermark(path: Path) -> tuple[str, KitConfig, WatermarkSweepConfig]:
     if "signature" not in sweep:
         raise CimsimError(f"{path}: [sweep] needs the signature to read")
     try:
-        return name, KitConfig(**kit), WatermarkSweepConfig(**sweep)
+        description = str(raw.get("description", ""))
+        return name, description, KitConfig(**kit), WatermarkSweepConfig(**sweep)
     except (TypeError, ValueError) as err:
         raise CimsimError(f"{path}: invalid experiment: {err}") from None
 
