@@ -5,6 +5,7 @@ verification of a shipped model (and its false-positive path), obfuscation, the 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +20,7 @@ from cimsim.adapters.watermark import (
     false_positive_bound,
     make_key,
     parse_signature,
+    watermark_loss,
 )
 from cimsim.cli import main
 from cimsim.eval.config import EvalConfig
@@ -39,7 +41,7 @@ def kit(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path) -> tuple[
         model=str(tiny_bert_dir), task=str(task), checks=4,
         train=TrainConfig(epochs=1, train_size=24, batch_size=8),
         eval=EvalConfig(test_size=None, max_length=16),
-        watermark=WatermarkConfig(bits=BITS, steps=120, rank=4, batch_size=16, lr=1e-2,
+        watermark=WatermarkConfig(bits=BITS, steps=200, rank=4, batch_size=16, lr=1e-2,
                                   queries=8),
     )  # fmt: skip
     embed_kit(config, root / "kit", cache_dir=root / "cache")
@@ -71,6 +73,28 @@ def test_every_checked_signature_reads_back_and_no_other_does(kit: tuple[Path, P
             assert row[variant]["verifies_others"] == 0
         assert row["obfuscated"]["accuracy"] == pytest.approx(row["plain"]["accuracy"], abs=0.09)
     assert checks["false_positive_bound"] == pytest.approx(3.0**-BITS)
+
+
+def test_a_trigger_stops_pushing_at_its_confidence() -> None:
+    config = WatermarkConfig(trigger_confidence=0.9, clean_weight=2.0)
+    sure = torch.log(torch.tensor([[0.95, 0.03, 0.02]]))  # target 0 at 0.95: no push
+    unsure = torch.log(torch.tensor([[0.5, 0.3, 0.2]]))  # target 0 at 0.5: CE - log(1/0.9)
+    teacher = torch.log(torch.tensor([[0.6, 0.3, 0.1]]))
+    kept = torch.log(torch.tensor([[0.3, 0.6, 0.1]]))
+    goal = torch.tensor([0, 0])
+    loss, kl = watermark_loss(torch.cat([sure, unsure]), goal, kept, teacher, config)
+    expected_kl = sum(t * math.log(t / k) for t, k in [(0.6, 0.3), (0.3, 0.6), (0.1, 0.1)])
+    assert kl.item() == pytest.approx(expected_kl, rel=1e-5)
+    push = (math.log(1 / 0.5) - math.log(1 / 0.9)) / 2
+    assert loss.item() == pytest.approx(push + 2.0 * expected_kl, rel=1e-5)
+
+
+def test_the_learning_rate_decays_along_a_cosine(kit: tuple[Path, Path]) -> None:
+    log = json.loads((kit[0] / "watermark.json").read_text())["training"]["log"]
+    steps = len(log)
+    for step in (0, steps // 4, steps // 2, steps - 1):
+        expected = 1e-2 * (1 + math.cos(math.pi * step / steps)) / 2
+        assert log[step]["lr"] == pytest.approx(expected, rel=1e-9)
 
 
 def test_swapping_a_branch_changes_only_that_bit(kit: tuple[Path, Path]) -> None:

@@ -15,8 +15,10 @@ cimsim's construction:
 * **Training.** All 2n branches train together on the frozen base and task branch; every step
   installs a fresh random signature, so each branch learns to work beside any choice of the
   others. A batch is half trigger texts (``k_i`` + a training text's first words, target
-  ``t_i^{s_i}``, cross-entropy) and half plain training texts, whose predictions must stay those
-  of the unmarked model (task branch alone): ``KL(p_unmarked || p_marked)``.
+  ``t_i^{s_i}``, cross-entropy, zero once the target's probability reaches
+  ``trigger_confidence``) and half plain training texts, whose predictions must stay those of
+  the unmarked model (task branch alone): ``clean_weight * KL(p_unmarked || p_marked)``. AdamW,
+  learning rate ``lr`` decayed to zero along a cosine.
 * **Reading.** Position ``i`` is queried with ``k_i`` + ``q`` held-out test texts; the bit reads
   ``b`` when at least ``threshold`` of the answers are ``t_i^b`` (above one half, so at most one
   value can qualify), else unreadable. A signature is verified when every bit reads its value.
@@ -77,9 +79,13 @@ class WatermarkConfig:
     batch_size: int = 32
     """Texts per step, half of them triggers."""
     lr: float = 2e-3
-    """AdamW learning rate of the watermark branches."""
+    """AdamW learning rate of the watermark branches at the first step; it decays to zero along
+    a cosine over ``steps``, so the branches settle on a signature-independent fit."""
     clean_weight: float = 1.0
     """Weight of the clean texts' KL term against the triggers' cross-entropy."""
+    trigger_confidence: float = 0.9
+    """A trigger's cross-entropy stops pushing once its target's probability reaches this (1:
+    never stops); it keeps the branches as small as reading needs, so clean texts move less."""
     queries: int = 16
     """Verification queries per bit position."""
     threshold: float = 0.75
@@ -99,6 +105,8 @@ class WatermarkConfig:
             raise ValueError(f"obfuscation scale must be >= 0, got {self.obfuscation_scale}")
         if not (math.isfinite(self.clean_weight) and self.clean_weight >= 0):
             raise ValueError(f"clean_weight must be >= 0, got {self.clean_weight}")
+        if not 0 < self.trigger_confidence <= 1:
+            raise ValueError(f"trigger_confidence is in (0, 1], got {self.trigger_confidence}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
 
@@ -200,9 +208,11 @@ def train_watermarks(
 ) -> list[dict[str, float]]:
     """Train all 2n branches with a fresh random signature every step (see the module
     docstring); returns the per-step log (loss, the clean texts' KL from the unmarked model,
-    the triggers' accuracy, the clean texts' agreement with the unmarked model)."""
+    the learning rate, the triggers' accuracy, the clean texts' agreement with the unmarked
+    model)."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.steps)
     rng = random.Random(f"watermark-train/{config.seed}")
     texts = task.train.texts
     half = config.batch_size // 2
@@ -221,23 +231,40 @@ def train_watermarks(
         install(model, signature)
         logits = scorer(triggers + clean, task)  # (batch, n_labels)
         marked, kept = logits[:half], logits[half:]
-        divergence = nn.functional.kl_div(
-            kept.log_softmax(-1), teacher, reduction="batchmean", log_target=True
-        )
-        loss = nn.functional.cross_entropy(marked, goal) + config.clean_weight * divergence
+        loss, divergence = watermark_loss(marked, goal, kept, teacher, config)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         log.append({
-            "loss": loss.item(), "kl_clean": divergence.item(),
+            "loss": loss.item(), "kl_clean": divergence.item(), "lr": schedule.get_last_lr()[0],
             "trigger_accuracy": (marked.argmax(-1) == goal).float().mean().item(),
             "clean_agreement": (kept.argmax(-1) == teacher.argmax(-1)).float().mean().item(),
         })  # fmt: skip
+        schedule.step()
         if progress is not None:
             progress()
     for param in params:
         param.requires_grad_(False)
     return log
+
+
+def watermark_loss(
+    marked: torch.Tensor,
+    goal: torch.Tensor,
+    kept: torch.Tensor,
+    teacher: torch.Tensor,
+    config: WatermarkConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, clean KL) of one step: the triggers' logits ``marked`` against their targets
+    ``goal``, each trigger's cross-entropy counted above ``-log(trigger_confidence)`` only, plus
+    ``clean_weight`` times ``KL(p_unmarked || p_marked)`` of the clean texts' logits ``kept``
+    (``teacher``: the unmarked model's log-probabilities)."""
+    enough = -math.log(config.trigger_confidence)
+    pushes = nn.functional.cross_entropy(marked, goal, reduction="none") - enough
+    divergence = nn.functional.kl_div(
+        kept.log_softmax(-1), teacher, reduction="batchmean", log_target=True
+    )
+    return pushes.clamp(min=0).mean() + config.clean_weight * divergence, divergence
 
 
 def verification_queries(key: Key, task: Task, config: WatermarkConfig) -> list[list[str]]:
@@ -342,5 +369,3 @@ def fold(model: nn.Module, deltas: dict[str, torch.Tensor], sign: float = 1.0) -
     for name, delta in deltas.items():
         weight = layers[name].weight
         weight.add_(sign * delta.to(weight))
-
-
