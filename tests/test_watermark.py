@@ -193,6 +193,12 @@ def test_the_sweep_reads_every_chip_resumes_and_draws(
     assert set(summary["variant"]) == {"plain", "obfuscated"} and (summary["chips"] == 2).all()
     facts = json.loads((out / "summary.json").read_text())
     assert facts["by_variant"]["plain"]["verification"]["all_chips_up_to"] in (0.0, 0.5)
+    for _, line in summary.iterrows():  # observed drop: (broken - fixed) / n within the budget
+        chips = [r for r in rows if r["variant"] == line["variant"] and r["value"] == line["value"]]
+        drops = [(r["broken"] - r["fixed"]) / r["n_examples"] for r in chips]
+        assert line["observed_within"] == sum(d <= config.budget for d in drops)
+        assert line["observed_drop_max"] == pytest.approx(max(drops))
+    assert facts["by_variant"]["plain"]["task_observed"]["all_chips_up_to"] in (0.0, 0.5)
     assert (out / "watermark.png").stat().st_size > 0
     before = (out / "points.jsonl").read_text()
     run_watermark_sweep(kit_dir, config, out, cache_dir=cache)

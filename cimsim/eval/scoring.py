@@ -124,9 +124,7 @@ class CausalScorer(nn.Module):
     causal-LM classes of the Llama, Mistral, Qwen2 and GPT-2 families compute.
     """
 
-    def __init__(
-        self, loaded: LoadedModel, max_length: int, prompt_tokens: str = "joined"
-    ) -> None:
+    def __init__(self, loaded: LoadedModel, max_length: int, prompt_tokens: str = "joined") -> None:
         super().__init__()
         if prompt_tokens not in PROMPT_TOKENS:
             raise CimsimError(

@@ -164,9 +164,7 @@ def _build(config: KitConfig, cache_dir: Path, progress: Progress) -> tuple[Any,
     test = task.test.subset(config.eval.test_size, seed=config.watermark.seed)
     progress.log(f"loading model {config.model}")
     loaded = load_model(config.model, device=config.compute_device)
-    scorer = make_scorer(
-        loaded, config.eval.max_length, prompt_tokens=config.eval.prompt_tokens
-    )
+    scorer = make_scorer(loaded, config.eval.max_length, prompt_tokens=config.eval.prompt_tokens)
     return task, test, loaded, scorer
 
 

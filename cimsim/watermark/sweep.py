@@ -13,9 +13,13 @@ so a re-run resumes.
 Per variant and value, ``summary.csv`` holds the task accuracy over chips, the bit error rate,
 the chips verified and the chips within the task budget (a chip passes when the one-sided
 Clopper-Pearson upper bound on its broken rate is within the budget, as in ``cimsim
-tolerance``), each with its exact interval; ``summary.json`` the largest sigma of the grid at
-which every chip verified and every chip kept the budget, and the certified sigma of each (the
-largest value whose yield lower bound reaches the target, every smaller value included).
+tolerance``), each with its exact interval, and the chips whose observed accuracy drop
+(broken - fixed over the test examples) is within the budget: a point estimate, no claim, that
+shows what the test set's size keeps the statistical rule from passing (with 300 examples and
+a 2-point budget it passes a chip with at most one broken example). ``summary.json`` holds the
+largest sigma of the grid at which every chip verified, every chip kept the budget and every
+chip's observed drop was within it, and the certified sigma of the first two (the largest value
+whose yield lower bound reaches the target, every smaller value included).
 """
 
 from __future__ import annotations
@@ -175,6 +179,8 @@ def summarize(rows: list[dict[str, Any]], config: WatermarkSweepConfig) -> pd.Da
         rule = Rule.of(int(chips["n_examples"].iloc[0]), config.budget, config.confidence)
         verified = int(chips["verified"].sum())
         within = int((chips["broken"] <= rule.max_broken).sum())
+        drop = (chips["broken"] - chips["fixed"]) / chips["n_examples"]
+        observed = int((drop <= config.budget + 1e-12).sum())
         v, w = (yield_point(value, k, n, config.confidence) for k in (verified, within))
         bits = len(config.signature)
         out.append({
@@ -185,33 +191,38 @@ def summarize(rows: list[dict[str, Any]], config: WatermarkSweepConfig) -> pd.Da
             "verified_lower_bound": v.lower_bound,
             "within_budget": within, "within_low": w.low, "within_high": w.high,
             "within_lower_bound": w.lower_bound, "max_broken": rule.max_broken,
+            "observed_within": observed, "observed_drop_mean": drop.mean(),
+            "observed_drop_max": drop.max(),
         })  # fmt: skip
     return pd.DataFrame(out)
 
 
 def headline(summary: pd.DataFrame, config: WatermarkSweepConfig) -> dict[str, Any]:
     """Per variant: the largest grid sigma at which every chip verified (and every smaller one),
-    the same for the task budget, and the certified sigma of each at the target yield."""
+    the same for the task budget and for the observed drop, and the certified sigma of the
+    first two at the target yield (the observed drop is a point estimate: nothing certified)."""
     result: dict[str, Any] = {}
+    whats = (("verification", "verified"), ("task_budget", "within_budget"),
+             ("task_observed", "observed_within"))  # fmt: skip
     for variant, table in summary.groupby("variant", sort=False):
         table = table.sort_values("value")
         entry: dict[str, Any] = {}
-        for what, column in (("verification", "verified"), ("task_budget", "within_budget")):
+        for what, column in whats:
             all_pass = None
             for value, passes, chips in table[["value", column, "chips"]].to_numpy().tolist():
                 if passes < chips:
                     break
                 all_pass = value
+            entry[what] = {"all_chips_up_to": all_pass}
+            if what == "task_observed":
+                continue
             points = [
                 yield_point(float(value), int(k), int(n), config.confidence)
                 for value, k, n in table[["value", column, "chips"]].to_numpy().tolist()
             ]
             best = certified(points, config.target)
-            entry[what] = {
-                "all_chips_up_to": all_pass,
-                "certified": best.value if best is not None else None,
-                "certified_lower_bound": best.lower_bound if best is not None else None,
-            }
+            entry[what]["certified"] = best.value if best is not None else None
+            entry[what]["certified_lower_bound"] = best.lower_bound if best is not None else None
         result[str(variant)] = entry
     return result
 
