@@ -277,27 +277,28 @@ def fused(model: nn.Module) -> Iterator[None]:
     """Inside the block every LoRA layer runs its active branches as one product (for models
     with many branches active at once; the result differs from the branch-by-branch sum only
     in rounding). Branches with gates or routes keep the branch-by-branch path."""
-    layers = list(lora_layers(model).values())
-    for layer in layers:
-        layer.fused = True
-    try:
+    with _every_layer(model, "fused"):
         yield
-    finally:
-        for layer in layers:
-            layer.fused = False
 
 
 @contextlib.contextmanager
 def disable_adapters(model: nn.Module) -> Iterator[None]:
     """Run the base model alone inside the block."""
+    with _every_layer(model, "disabled"):
+        yield
+
+
+@contextlib.contextmanager
+def _every_layer(model: nn.Module, flag: str) -> Iterator[None]:
+    """Set boolean ``flag`` on every LoRA layer inside the block, clear it after."""
     layers = list(lora_layers(model).values())
     for layer in layers:
-        layer.disabled = True
+        setattr(layer, flag, True)
     try:
         yield
     finally:
         for layer in layers:
-            layer.disabled = False
+            setattr(layer, flag, False)
 
 
 def adapter_state_dict(model: nn.Module, adapter_name: str = "default") -> dict[str, torch.Tensor]:
