@@ -88,19 +88,6 @@ class CimsimLM(HFLM):
     ) -> None:
         """Deploy chip ``chip`` of ``card`` at ``sigma``: the chip ``cimsim sweep`` evaluates
         at that sigma (:func:`cimsim.runs.sweep.chip_seed`)."""
-        from cimsim.chip.cards import load_card
-        from cimsim.chip.deploy import deploy
-        from cimsim.runs.sweep import chip_seed
+        from cimsim.runs.sweep import program_chip
 
-        loaded_card = load_card(card)
-        if sigma is not None:
-            loaded_card = loaded_card.with_value("sigma", float(sigma))
-        value = loaded_card.noise.sigma
-        chip_seed_ = chip_seed(seed, loaded_card.name, "sigma", value, chip)
-        deploy(
-            self.loaded.model, loaded_card.noise, chip_seed_, loaded_card.tile, in_place=in_place
-        )
-        self.chip_record = {
-            "card": loaded_card.name, "noise_model": loaded_card.noise.name, "sigma": value,
-            "sigma_unit": loaded_card.noise.sigma_unit, "instance": chip, "chip_seed": chip_seed_,
-        }  # fmt: skip
+        self.chip_record = program_chip(self.loaded.model, card, sigma, chip, seed, in_place)

@@ -201,6 +201,25 @@ def chip_seed(seed: int, card: str, field: str, value: float, instance: int) -> 
     return int(hashlib.sha256(key.encode()).hexdigest()[:15], 16)
 
 
+def program_chip(
+    model: Any, card: str, sigma: float | None, chip: int, seed: int = 0, in_place: bool = False
+) -> dict[str, Any]:
+    """Deploy onto ``model`` chip ``chip`` of ``card`` at ``sigma`` (default: the card's): the
+    chip this sweep evaluates as that instance at that sigma. Returns what identifies it."""
+    from cimsim.chip.deploy import deploy
+
+    chosen = load_card(card)
+    if sigma is not None:
+        chosen = chosen.with_value("sigma", float(sigma))
+    value = chosen.noise.sigma
+    seed_of_chip = chip_seed(seed, chosen.name, "sigma", value, chip)
+    deploy(model, chosen.noise, seed_of_chip, chosen.tile, in_place=in_place)
+    return {
+        "card": chosen.name, "noise_model": chosen.noise.name, "sigma": value,
+        "sigma_unit": chosen.noise.sigma_unit, "instance": chip, "chip_seed": seed_of_chip,
+    }  # fmt: skip
+
+
 def _check_resumable(
     record: dict[str, Any], config: SweepConfig, card: DeviceCard, out_dir: Path
 ) -> SweepConfig:

@@ -48,17 +48,9 @@ def verify_model(
         fold(loaded.model, load_file(str(suspect / SHIPPED_DELTA), device=device))
     chip_record: dict[str, Any] = {"card": "digital"}
     if card is not None:
-        from cimsim.chip.cards import load_card
-        from cimsim.chip.deploy import deploy
-        from cimsim.runs.sweep import chip_seed
+        from cimsim.runs.sweep import program_chip
 
-        chosen = load_card(card)
-        if sigma is not None:
-            chosen = chosen.with_value("sigma", sigma)
-        value = chosen.noise.sigma
-        seed = chip_seed(0, chosen.name, "sigma", value, chip)
-        deploy(loaded.model, chosen.noise, seed, chosen.tile)
-        chip_record = {"card": chosen.name, "sigma": value, "instance": chip, "chip_seed": seed}
+        chip_record = program_chip(loaded.model, card, sigma, chip)
     scorer = make_scorer(loaded, config.eval.max_length, prompt_tokens=config.eval.prompt_tokens)
     with fused(loaded.model):
         answer = answers_of(scorer, task, config.eval.batch_size)
