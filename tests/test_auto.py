@@ -5,6 +5,7 @@ halora step for step."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,7 @@ from cimsim.adapters.auto import (
     autolora_weights,
     checkpoints,
     halve,
+    share_weights,
     validation_sets,
     validation_steps,
     window_size,
@@ -31,22 +33,35 @@ from cimsim.eval.tasks import load_task
 
 LORA = LoraConfig(r=4, lora_alpha=8.0, target_modules=("query", "value"))
 # 48 training examples in batches of 8: 6 steps an epoch, 12 in all
-CONFIG = TrainConfig(epochs=2, train_size=48, batch_size=8, noise_sigma=0.2)
+# a rate high enough that the validation stalls and the rule halves it (in both fixture runs)
+CONFIG = TrainConfig(epochs=2, train_size=48, batch_size=8, noise_sigma=0.2, kl_scale=6.0, lr=0.3)
 
 
-def test_the_scalars_are_autoloras() -> None:
+def test_the_scalars_follow_their_rules() -> None:
     assert autolora_weights(0.8) == pytest.approx((0.8, 4.8))
     assert autolora_weights(0.5, kl_scale=2.0) == (0.5, 1.0)
+    assert share_weights(0.2, 0.8) == pytest.approx((0.375, 0.0))  # no KL term by default
+    assert share_weights(0.2, 0.8, kl_scale=6.0) == pytest.approx((0.375, 2.25))
+    assert share_weights(0.0, 0.5) == (0.5, 0.0)  # the noise causes all of the loss
+    assert share_weights(0.3, 0.3) == (0.0, 0.0)
+    assert share_weights(0.5, 0.4) == (0.0, 0.0)  # noise that helps earns no weight
+    assert share_weights(0.0, 0.0) == (0.0, 0.0)
     window = AccuracyWindow(2)
     assert window.add(3, 4) == 0.75
     assert window.add(1, 4) == 0.5
     assert window.add(4, 8) == pytest.approx(5 / 12)  # the first batch has left the window
+    assert window.add_losses(1.0, 2.0) == (1.0, 2.0)
+    assert window.add_losses(0.5, 1.0) == (0.75, 1.5)
+    assert window.add_losses(0.25, 0.5) == (0.375, 0.75)
     assert window_size(6) == 2 and window_size(1) == 1 and window_size(38) == 10
 
 
 def test_the_learning_rate_checkpoints_are_autoloras_scaled() -> None:
     assert validation_steps(100) == [round(4 * k) for k in range(26)]
     assert validation_steps(12) == list(range(13))
+    assert validation_steps(32, spacing=2) == list(range(0, 33, 2))  # every quarter epoch
+    assert validation_steps(76, spacing=10) == [round(76 * k / 7) for k in range(8)]
+    assert validation_steps(3, spacing=10) == [0, 3]
     # AutoLoRa's epochs 0, 16, 24, ..., 50 of 50 on 25 validations
     assert checkpoints(25) == [0, 8, 12, 14, 18, 20, 21, 22, 23, 24, 25]
     assert checkpoints(50) == [0, 16, 24, 28, 36, 40, 42, 44, 46, 48, 50]
@@ -55,18 +70,20 @@ def test_the_learning_rate_checkpoints_are_autoloras_scaled() -> None:
     assert halve([False]) is True
 
 
-@pytest.fixture
-def trained(tiny_bert_dir: Path, topic_task_file: Path):
-    """An auto-halora run on the tiny encoder: the log, the scorer, and what it trained on."""
+@pytest.fixture(params=[False, True], ids=["halve", "halve-and-restore"])
+def trained(request, tiny_bert_dir: Path, topic_task_file: Path):
+    """An auto-halora run on the tiny encoder (AutoLoRa's restores off and on): the log, the
+    scorer, what it trained on and the config."""
+    config = replace(CONFIG, restore_best=request.param)
     task = load_task(str(topic_task_file))
     loaded = load_model(str(tiny_bert_dir))
     init_lora(loaded.model, LORA, seed=0)
     scorer = make_scorer(loaded, max_length=16)
-    batches = task_batches(task, CONFIG)
+    batches = task_batches(task, config)
     card = load_card("channel")
-    start = AutoSchedule(CONFIG, batches, scorer, loaded.model, card, _optimiser(scorer))
-    log = train_steps(scorer, loaded.model, batches, CONFIG, "auto-halora", card=card)
-    return log, scorer, loaded, batches, card, start.values[0]
+    start = AutoSchedule(config, batches, scorer, loaded.model, card, _optimiser(scorer))
+    log = train_steps(scorer, loaded.model, batches, config, "auto-halora", card=card)
+    return log, scorer, loaded, batches, card, start.values[0], config
 
 
 def _optimiser(scorer) -> torch.optim.Optimizer:
@@ -82,32 +99,41 @@ def test_every_step_logs_the_rules_inputs_and_choices_by_its_formula(trained) ->
         accuracy = recent["ideal_correct"].sum() / recent["batch"].sum()
         row = log.iloc[step]
         assert row["window_accuracy"] == pytest.approx(accuracy)
-        assert row["lam"] == pytest.approx(accuracy)
-        assert row["kl_weight"] == pytest.approx(6 * accuracy)
+        ideal, noisy = recent["ideal"].mean(), recent["noisy"].mean()
+        assert row["window_ideal"] == pytest.approx(ideal)
+        assert row["window_noisy"] == pytest.approx(noisy)
+        assert row["lam"] == pytest.approx(max(0.0, noisy - ideal) / (2 * noisy))
+        assert row["kl_weight"] == pytest.approx(6 * row["lam"])
         expected = (1 - row["lam"]) * row["ideal"] + row["lam"] * row["noisy"]
-        expected += row["kl_weight"] * row["kl"] + CONFIG.mu * row["spectral"]
+        if row["kl_weight"] > 0:  # a KL term only when it has weight
+            expected += row["kl_weight"] * row["kl"]
+        expected += CONFIG.mu * row["spectral"]
         assert row["loss"] == pytest.approx(expected, rel=1e-5)
+    assert (log["kl_weight"] > 0).any() and (log["kl"].notna() == (log["kl_weight"] > 0)).all()
     assert log["lr"].notna().all() and log["lr"].iloc[0] == CONFIG.lr
-    assert log["validation"].notna().sum() == 12  # after every step: 12 of at most 25
+    # every quarter epoch (2 steps): 6 validations, after steps 2, 4, ..., 12
+    assert log.index[log["validation"].notna()].tolist() == [1, 3, 5, 7, 9, 11]
 
 
-def test_the_rate_halves_only_at_checkpoints_and_training_ends_on_the_best_weights(
+def test_the_rate_halves_only_at_checkpoints_and_training_ends_where_the_rule_says(
     trained,
 ) -> None:
-    log, scorer, loaded, batches, card, first = trained
+    log, scorer, loaded, batches, card, first, config = trained
     frame = pd.DataFrame(log)
-    marks = checkpoints(12)  # [0, 4, 6, 7, 9, 10, 11, 12] as validation indices = steps
+    marks = checkpoints(6)  # [0, 2, 3, 4, 5, 6]: validation k follows step 2k
     halved = frame.index[frame.get("halved", pd.Series(0.0, index=frame.index)) == 1.0]
-    assert set(halved + 1) <= set(marks[1:])
-    values = [first, *frame["validation"].tolist()]
+    assert len(halved) > 0
+    assert set((halved + 1) // 2) <= set(marks[1:]) and ((halved + 1) % 2 == 0).all()
+    values = [first, *frame["validation"].dropna().tolist()]
     for mark, previous in zip(marks[1:], marks, strict=False):
         improved = [values[k] < values[k - 1] for k in range(previous + 1, mark + 1)]
-        assert (mark - 1 in halved) == halve(improved)
+        assert (2 * mark - 1 in halved) == halve(improved)
     for step in halved:  # the next step runs at half the rate
         if step + 1 < len(frame):
             assert frame["lr"].iloc[step + 1] == pytest.approx(frame["lr"].iloc[step] / 2)
-    again = AutoSchedule(CONFIG, batches, scorer, loaded.model, card, _optimiser(scorer))
-    assert again.values[0] == pytest.approx(min(values), abs=1e-6)
+    again = AutoSchedule(config, batches, scorer, loaded.model, card, _optimiser(scorer))
+    # the last validation follows the last step: without restores training ends there
+    assert again.values[0] == pytest.approx(min(values) if config.restore_best else values[-1])
 
 
 def test_with_the_rule_and_the_split_off_auto_halora_is_halora_step_for_step(
@@ -152,10 +178,13 @@ def test_the_rule_shapes_the_adapter_key(tiny_bert_dir: Path, topic_task_file: P
     assert key("auto-halora", auto_scalars=False) != key("auto-halora", auto_scalars=False, lam=0.9)
     assert key("auto-halora") != key("auto-halora", kl_scale=3.0)
     assert key("auto-halora") != key("auto-halora", auto_lr=False)
-    assert key("auto-halora") != key("auto-halora", split_rank=False)
+    assert key("auto-halora") != key("auto-halora", split_rank=True)
+    assert key("auto-halora") != key("auto-halora", lam_rule="accuracy")
     assert key("lora") == key("lora", kl_scale=3.0, auto_lr=False)  # unused by plain lora
     with pytest.raises(ValueError, match="kl_scale"):
         TrainConfig(kl_scale=math.nan)
+    with pytest.raises(ValueError, match="lam_rule"):
+        TrainConfig(lam_rule="gap")
 
 
 def test_train_and_sweep_take_auto_halora(
@@ -206,3 +235,17 @@ def test_routing_trains_one_half_of_the_rank_and_changes_no_output(tiny_bert_dir
         assert not zero_half(grads[0][name]).any() and not other_zero(grads[1][name]).any()
         assert torch.allclose(grads[0][name] + grads[1][name], whole, atol=1e-6)
     assert all(not layer.routes for layer in lora_layers(loaded.model).values())
+
+
+def test_the_accuracy_rule_is_autoloras_and_the_share_rule_reads_the_windows_losses() -> None:
+    optimiser = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
+    batches = [None] * 8  # 8 steps an epoch: windows of 2 batches
+    for rule, expected in (
+        ("accuracy", [(0.75, 4.5), (0.5, 3.0)]),
+        ("share", [(0.25, 1.5), (0.125, 0.75)]),
+    ):
+        config = TrainConfig(epochs=1, lam_rule=rule, kl_scale=6.0, auto_lr=False)
+        schedule = AutoSchedule(config, batches, None, None, None, optimiser)  # type: ignore[arg-type]
+        first = schedule.weights(3, 4, 0.5, 1.0)  # share: (1 - 0.5) / 2
+        second = schedule.weights(1, 4, 1.0, 1.0)  # share over the window: (1 - 0.75) / 2
+        assert first == pytest.approx(expected[0]) and second == pytest.approx(expected[1])

@@ -17,38 +17,54 @@ robust pass. The learning rate starts high and is halved at fixed checkpoints (e
 weights so far (the step-size rule of Croce and Hein's APGD).
 
 On a chip the base is frozen in RRAM and only the LoRA branch, in SRAM, survives to deployment,
-where it must serve the digital chip (sigma 0) and the noisy ones alike. cimsim maps AutoLoRa's
-two parameter sets onto **the two halves of one branch's rank**: the ideal pass (digital base +
-branch) plays the natural pass and its gradient reaches only the first ``ceil(r/2)`` components
-(rows of A, columns of B); the noisy pass (a fresh training chip + branch) plays the adversarial
-pass and trains only the rest (:func:`cimsim.adapters.lora.routed`). Both passes see the whole
-branch, so the deployed adapter is one ordinary rank-r peft adapter, the same SRAM as lora's. A
-step's loss is
+where it must serve the digital chip (sigma 0) and the noisy ones alike. There is no second
+parameter set to give the robust objective, and no disposable teacher: the ideal pass (digital
+base + branch) *is* the deployed digital model. cimsim therefore keeps halora's one branch, which
+both passes train (an ideal pass and a noisy pass on a fresh training chip every step), and takes
+from AutoLoRa its two automations. A step's loss is
 
     (1 - lam) L_ideal + lam L_noisy + kl KL(p_ideal || p_noisy) + mu R_spectral,
-    lam = a,   kl = s * a,   s = kl_scale (6),
+    lam = (Lbar_noisy - Lbar_ideal) / (2 Lbar_noisy),   kl = s * lam,
 
-``a`` the ideal pass's accuracy over the last ``ceil(steps per epoch / 4)`` training batches
-(this step's included, read from the logits the step computes anyway), the KL averaged over the
-batch, and ``mu`` HaLoRA's, fixed. One deviation from AutoLoRa: the ideal predictions are a fixed
-teacher in the KL term (no gradient through them). AutoLoRa lets the KL move its natural branch
-too, which is harmless there because that branch is dropped after training; here the ideal pass
-*is* the deployed digital model, and with the gradient through both sides the KL pulled it
-towards the noisy predictions: MiniLM on BBC News lost 14 digital points (0.807 against lora's
-0.957, 300 articles), against 0.7 points with the teacher fixed.
+``Lbar`` the two losses averaged over the last ``ceil(steps per epoch / 4)`` training batches
+(AutoLoRa re-measures four times an epoch; this step's included, read from the losses the step
+computes anyway), ``lam`` clipped at 0, ``s = kl_scale`` (0 by default: no KL term; AutoLoRa's
+is 6), ``mu`` HaLoRA's, fixed. In the KL term the ideal predictions are a fixed teacher: with
+the gradient through both sides it pulled the digital model towards the noisy one (MiniLM on BBC
+News lost 14 digital points, 0.807 against lora's 0.957).
 
-The schedule: ``E = min(steps, 25)`` validations, before training and after every ``steps / E``
-steps; the checkpoints are AutoLoRa's epochs scaled to them (``round(E * w / 50)``). The
-validation value is ``(CE_ideal + CE_noisy) / 2`` on up to 64 training-split examples that no
-batch uses, the noisy half on one fixed validation chip at the training sigma; lower is better.
-At a checkpoint whose window saw fewer than ``rho`` of its validations improve on their
-predecessor, every learning rate is halved and the best weights so far restored; training ends
-on the best weights. The optimiser's moments are kept (AutoLoRa keeps SGD's momentum).
+``lam`` is half the noise's share of the noisy loss. It plays the part of AutoLoRa's ``a``
+(natural first, robust once the natural task is learned) with a signal about the noise: before
+the task is learned the two losses are alike, lam is near 0 and the step learns the task; as the
+ideal loss falls and the noise's cost stands out, lam rises, towards halora's equal weights (1/2)
+when the noise causes all of the noisy loss. It is self-correcting: a lam too small for the
+noise widens the gap and raises it. AutoLoRa's own ``a`` does not carry over: a pretrained LM's
+zero-shot accuracy already makes ``a`` 0.5-0.8 from the first step, so lam = a put most of the
+weight on the noisy pass from the start and cost SmolLM2 3-4 digital points (docs/results.md,
+"auto-halora").
 
-``split_rank``, ``auto_scalars`` and ``auto_lr`` switch the three parts off one by one: without
-the split both passes train the whole branch; without the scalars the weights are ``lam`` and
-``kl = 0``; without the schedule the rate stays ``lr`` and nothing is validated. With all three
-off the method is ``halora`` step for step.
+The schedule: ``E = min(steps // q, 25)`` validations (``q`` the quarter epoch in steps), before
+training and after every ``steps / E`` steps; the checkpoints are AutoLoRa's epochs scaled to
+them (``round(E * w / 50)``). The validation value is ``(CE_ideal + CE_noisy) / 2`` on up to 64
+training-split examples that no batch uses, the noisy half on one fixed validation chip at the
+training sigma; lower is better. At a checkpoint whose window saw fewer than ``rho`` of its
+validations improve on their predecessor, every learning rate is halved. The optimiser's moments
+are kept (AutoLoRa keeps SGD's momentum). Validating every quarter epoch rather than every step
+keeps the windows' improvements about training progress rather than step-to-step jitter on 64
+examples. AutoLoRa also restores the best weights so far at a halving and ends on the best
+weights (``restore_best``, off by default): on 64 validation examples over cimsim's short runs
+the best value is often an early one by chance (SmolLM2 on movie reviews: values 0.55-0.68 from
+one quarter epoch to the next, the best after step 8 of 32), and ending there threw away three
+quarters of the training (2.7 points under noise against halora).
+
+``lam_rule = "accuracy"`` is AutoLoRa's scalar rule (lam = a, the ideal pass's training accuracy
+over the same window; with ``kl_scale = 6`` its KL weight 6a), and ``split_rank`` maps AutoLoRa's
+two parameter sets onto the two halves of the branch's rank (the ideal pass's gradient reaches
+only the first ``ceil(r/2)`` components, the noisy pass's the rest:
+:func:`cimsim.adapters.lora.routed`); both are kept to reproduce that mapping. ``auto_scalars``
+and ``auto_lr`` switch the rule and the schedule off: without the scalars the weights are
+``lam`` and ``kl = 0``; without the schedule the rate stays ``lr`` and nothing is validated.
+With both off (and no split) the method is ``halora`` step for step.
 """
 
 from __future__ import annotations
@@ -82,16 +98,32 @@ def autolora_weights(accuracy: float, kl_scale: float = KL_SCALE) -> tuple[float
     return accuracy, kl_scale * accuracy
 
 
+def share_weights(ideal: float, noisy: float, kl_scale: float = 0.0) -> tuple[float, float]:
+    """``(lam, kl)`` from the ideal and noisy losses: ``lam`` is half the noise's share of the
+    noisy loss, ``(noisy - ideal) / (2 noisy)``, from 0 (the noise costs nothing) to 1/2 (it
+    causes all of it); ``kl = s * lam``."""
+    lam = max(0.0, noisy - ideal) / (2 * noisy) if noisy > 0 else 0.0
+    return lam, kl_scale * lam
+
+
 class AccuracyWindow:
-    """The ideal pass's accuracy over the last ``size`` training batches."""
+    """The ideal pass's accuracy, and the mean ideal and noisy losses, over the last ``size``
+    training batches."""
 
     def __init__(self, size: int) -> None:
         self.batches: deque[tuple[int, int]] = deque(maxlen=size)
+        self.losses: deque[tuple[float, float]] = deque(maxlen=size)
 
     def add(self, n_correct: int, n: int) -> float:
         """Record a batch; the accuracy over the window, that batch included."""
         self.batches.append((n_correct, n))
         return sum(c for c, _ in self.batches) / sum(n for _, n in self.batches)
+
+    def add_losses(self, ideal: float, noisy: float) -> tuple[float, float]:
+        """Record a batch's losses; their means over the window, that batch included."""
+        self.losses.append((ideal, noisy))
+        count = len(self.losses)
+        return sum(i for i, _ in self.losses) / count, sum(n for _, n in self.losses) / count
 
 
 def window_size(steps_per_epoch: int) -> int:
@@ -99,10 +131,10 @@ def window_size(steps_per_epoch: int) -> int:
     return max(1, math.ceil(steps_per_epoch / 4))
 
 
-def validation_steps(total_steps: int) -> list[int]:
+def validation_steps(total_steps: int, spacing: int = 1) -> list[int]:
     """Steps after which the validation runs: 0 (before training), then ``E`` evenly spaced
-    up to the last step, ``E = min(total_steps, 25)``."""
-    count = min(total_steps, MAX_VALIDATIONS)
+    up to the last step, ``E = min(total_steps // spacing, 25)`` (at least 1)."""
+    count = max(1, min(total_steps // spacing, MAX_VALIDATIONS))
     return [round(k * total_steps / count) for k in range(count + 1)]
 
 
@@ -146,10 +178,10 @@ def validation_sets(batches: Sequence[Batch], seed: int) -> list[tuple[Task, Spl
 
 
 class AutoSchedule:
-    """AutoLoRa's scalars and learning-rate schedule over one training run (see the module
-    docstring). :func:`cimsim.adapters.train.train_steps` asks :meth:`weights` once per step,
-    after the ideal pass, and calls :meth:`after_step` after each optimiser step and
-    :meth:`finish` at the end."""
+    """The scalars and learning-rate schedule over one training run (see the module docstring).
+    :func:`cimsim.adapters.objectives.objective_loss` asks :meth:`weights` once per step, after
+    both passes; :func:`cimsim.adapters.train.train_steps` calls :meth:`after_step` after each
+    optimiser step and :meth:`finish` at the end."""
 
     def __init__(
         self,
@@ -168,21 +200,26 @@ class AutoSchedule:
         self.record: dict[str, float] = {}
         self.lr_steps: list[int] = []
         if config.auto_lr:
-            self.lr_steps = validation_steps(len(batches))
+            self.lr_steps = validation_steps(len(batches), window_size(steps_per_epoch))
             self.marks = checkpoints(len(self.lr_steps) - 1)
             self.sets = validation_sets(batches, config.seed)
             self.values: list[float] = []
             self.best = (math.inf, self._weights())
             self._validate()
 
-    def weights(self, n_correct: int, n: int) -> tuple[float, float]:
-        """This step's ``(lam, kl)`` from the ideal pass's ``n_correct`` of ``n``."""
+    def weights(self, n_correct: int, n: int, ideal: float, noisy: float) -> tuple[float, float]:
+        """This step's ``(lam, kl)`` from the ideal pass's ``n_correct`` of ``n`` and the
+        step's ideal and noisy losses."""
         accuracy = self.window.add(n_correct, n)
-        if self.config.auto_scalars:
+        mean_ideal, mean_noisy = self.window.add_losses(ideal, noisy)
+        if not self.config.auto_scalars:
+            lam, kl = self.config.lam, 0.0
+        elif self.config.lam_rule == "accuracy":
             lam, kl = autolora_weights(accuracy, self.config.kl_scale)
         else:
-            lam, kl = self.config.lam, 0.0
+            lam, kl = share_weights(mean_ideal, mean_noisy, self.config.kl_scale)
         self.record = {"ideal_correct": n_correct, "batch": n, "window_accuracy": accuracy}
+        self.record.update(window_ideal=mean_ideal, window_noisy=mean_noisy)
         self.record.update(lam=lam, kl_weight=kl)
         return lam, kl
 
@@ -195,8 +232,8 @@ class AutoSchedule:
         return record
 
     def finish(self) -> None:
-        """End on the best weights the validation saw."""
-        if self.lr_steps:
+        """With ``restore_best``, end on the best weights the validation saw."""
+        if self.lr_steps and self.config.restore_best:
             self._load(self.best[1])
 
     def _validate(self) -> dict[str, float]:
@@ -212,7 +249,8 @@ class AutoSchedule:
             if halve(improved):
                 for group in self.optimiser.param_groups:
                     group["lr"] /= DECAY
-                self._load(self.best[1])
+                if self.config.restore_best:
+                    self._load(self.best[1])
                 record["halved"] = 1.0
         return record
 

@@ -9,10 +9,10 @@
   difference between ideal and noisy base activations (Wu et al., "HaLoRA", arXiv 2502.19747,
   2025). The paper does not publish lam, mu or its noise convention; cimsim's defaults
   (lam 0.5, mu 1e-3, channel noise sigma 0.05) are documented choices, exposed as options.
-* ``auto-halora``: halora's loss plus ``kl KL(p_ideal || p_noisy)`` (the ideal pass's
-  predictions a fixed teacher), each pass's gradient
-  routed to its own half of the branch's rank, ``lam`` and ``kl`` set every step from the ideal
-  pass's training accuracy and the learning rate scheduled by validation, after AutoLoRa
+* ``auto-halora``: halora's loss with ``lam`` set every step from the two passes' losses (half
+  the noise's share of the noisy loss), optionally plus ``kl KL(p_ideal || p_noisy)`` (the ideal
+  pass's predictions a fixed teacher) and each pass's gradient routed to its own half of the
+  branch's rank, the learning rate scheduled by validation, after AutoLoRa
   (:mod:`cimsim.adapters.auto`).
 
 The noisy base of step ``k`` is chip ``training_chip_seed(seed, k)``: fresh noise every step,
@@ -79,14 +79,14 @@ def objective_loss(
     step: int,
     reprogram_every: int = 1,
     kl: float = 0.0,
-    weigh: Callable[[int, int], tuple[float, float]] | None = None,
+    weigh: Callable[[int, int, float, float], tuple[float, float]] | None = None,
     split: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one step and its parts (``ideal``, ``noisy``, ``kl``, ``spectral``) for the
     log. ``card`` is the training noise's card at its sigma (unused, and may be None, for
     ``lora``). ``auto-halora`` adds ``kl * KL(p_ideal || p_noisy)``, the ideal predictions held
-    fixed, to halora's loss; ``weigh``,
-    given the ideal pass's correct count and batch size, returns this step's ``(lam, kl)``
+    fixed, to halora's loss; ``weigh``, given the ideal pass's correct count and batch size and
+    the ideal and noisy losses, returns this step's ``(lam, kl)``
     (:class:`cimsim.adapters.auto.AutoSchedule`), else ``lam`` and ``kl`` hold; ``split``
     routes the ideal pass's gradient to the first half of every branch's rank and the noisy
     pass's to the second (:func:`cimsim.adapters.lora.routed`)."""
@@ -105,10 +105,7 @@ def objective_loss(
             ideal_logits = scorer(texts, task)  # (batch, n_labels)
         ideal = nn.functional.cross_entropy(ideal_logits, labels)
         parts["ideal"] = ideal.item()
-        if weigh is not None:
-            n_correct = int((ideal_logits.argmax(dim=-1) == labels).sum())
-            lam, kl = weigh(n_correct, len(labels))
-        total = ideal if method == "lora" else (1 - lam) * ideal
+        total = ideal
     if card is not None and method in ("noise-aware", *DUAL):
         chip = training_chip_seed(seed, step - step % reprogram_every)
         deploy(model, card.noise, chip, card.tile)  # restores a parked chip with no work
@@ -119,16 +116,24 @@ def objective_loss(
             undeploy(model, release=False)  # parked: the next chip reuses the buffers
         noisy = nn.functional.cross_entropy(noisy_logits, labels)
         parts["noisy"] = noisy.item()
-        total = noisy if method == "noise-aware" else total + lam * noisy
-        if method == "auto-halora" and kl > 0:
-            divergence = nn.functional.kl_div(
-                noisy_logits.log_softmax(-1),
-                ideal_logits.detach().log_softmax(-1),
-                reduction="batchmean",
-                log_target=True,
-            )  # KL(p_ideal || p_noisy): the ideal pass teaches, its predictions do not move
-            parts["kl"] = divergence.item()
-            total = total + kl * divergence
+        if method == "noise-aware":
+            total = noisy
+        else:
+            if weigh is not None:
+                n_correct = int((ideal_logits.argmax(dim=-1) == labels).sum())
+                lam, kl = weigh(n_correct, len(labels), parts["ideal"], parts["noisy"])
+            total = (1 - lam) * ideal
+            noisy_terms = lam * noisy
+            if method == "auto-halora" and kl > 0:
+                divergence = nn.functional.kl_div(
+                    noisy_logits.log_softmax(-1),
+                    ideal_logits.detach().log_softmax(-1),
+                    reduction="batchmean",
+                    log_target=True,
+                )  # KL(p_ideal || p_noisy): the ideal pass teaches, its predictions do not move
+                parts["kl"] = divergence.item()
+                noisy_terms = noisy_terms + kl * divergence
+            total = total + noisy_terms
     if method in DUAL and mu > 0:
         penalty = spectral_penalty(model)
         parts["spectral"] = penalty.item()

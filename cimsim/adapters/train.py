@@ -73,17 +73,25 @@ class TrainConfig:
     reprogram_every: int = 1
     """noise-aware, halora: program a fresh training chip every this many steps (1: every step,
     HaLoRA's setting; larger is cheaper per step but gives fewer noise draws)."""
-    kl_scale: float = 6.0
-    """auto-halora: s in the KL term's weight s * a (a: the ideal pass's training accuracy;
-    AutoLoRa's and TRADES' 6)."""
-    split_rank: bool = True
+    kl_scale: float = 0.0
+    """auto-halora: s in the weight s * lam of a KL(p_ideal || p_noisy) term (AutoLoRa's and
+    TRADES' s is 6; 0: no KL term)."""
+    split_rank: bool = False
     """auto-halora: the ideal pass trains the first half of the branch's rank, the noisy pass
     the second (AutoLoRa's two parameter sets; off: both passes train the whole branch)."""
     auto_scalars: bool = True
-    """auto-halora: set lam = a and the KL weight s * a every step (off: lam fixed, no KL)."""
+    """auto-halora: set lam and the KL weight s * lam every step by ``lam_rule`` (off: lam
+    fixed, no KL)."""
+    lam_rule: str = "share"
+    """auto-halora: 'share', lam = (L_noisy - L_ideal) / (2 L_noisy), half the noise's share of
+    the noisy loss over the last quarter epoch; 'accuracy', lam = a, the ideal pass's training
+    accuracy (AutoLoRa's rule)."""
     auto_lr: bool = True
     """auto-halora: halve the learning rate at AutoLoRa's checkpoints when the validation loss
-    stalls, restoring the best weights (off: lr throughout, no validation)."""
+    stalls (off: lr throughout, no validation)."""
+    restore_best: bool = False
+    """auto-halora with auto_lr: restore the best weights the validation saw at every halving
+    and at the end (AutoLoRa's rule)."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -100,6 +108,8 @@ class TrainConfig:
             raise ValueError(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
         if self.reprogram_every < 1:
             raise ValueError("reprogram_every must be >= 1")
+        if self.lam_rule not in ("share", "accuracy"):
+            raise ValueError(f"lam_rule must be 'share' or 'accuracy', got {self.lam_rule!r}")
         if not (math.isfinite(self.kl_scale) and self.kl_scale >= 0):
             raise ValueError(f"kl_scale must be a finite number >= 0, got {self.kl_scale}")
 
@@ -122,14 +132,18 @@ class TrainConfig:
         if method == "auto-halora":
             fields.update(mu=self.mu, kl_scale=self.kl_scale, auto_scalars=self.auto_scalars)
             fields.update(auto_lr=self.auto_lr, split_rank=self.split_rank)
+            if self.auto_lr and self.restore_best:
+                fields["restore_best"] = True
             if not self.auto_scalars:
                 fields["lam"] = self.lam
+            else:
+                fields["lam_rule"] = self.lam_rule
         return fields
 
     def base(self) -> dict[str, object]:
         """The fields every method shares."""
         shared = {"lam", "mu", "noise_card", "noise_sigma", "reprogram_every"}
-        shared |= {"kl_scale", "split_rank", "auto_scalars", "auto_lr"}
+        shared |= {"kl_scale", "split_rank", "auto_scalars", "auto_lr", "lam_rule", "restore_best"}
         return {k: v for k, v in to_dict(self).items() if k not in shared}
 
 

@@ -92,8 +92,8 @@ def sweep(
             "--method",
             "--methods",
             help="How LoRA is trained: lora (ideal base), noise-aware (a fresh noisy base every "
-            "step), halora ((1-lam) ideal + lam noisy + mu spectral), auto-halora (halora's lam, a "
-            "KL term and the learning rate set during training, AutoLoRa-style); none: base "
+            "step), halora ((1-lam) ideal + lam noisy + mu spectral), auto-halora (halora's lam "
+            "and the learning rate set during training, AutoLoRa-style); none: base "
             "model only. "
             "A comma list compares methods on the same chips (default for `compare`: "
             "lora,noise-aware,halora; for `sweep`: lora).",
