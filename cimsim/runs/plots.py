@@ -128,7 +128,8 @@ def plot_training(log: pd.DataFrame, *, ax: Axes | None = None, title: str | Non
     """Loss per training step: the total, and the ideal / noisy / KL parts where the method has
     them, with the validation loss where it was measured. A log with an automatic rule's choices
     (auto-halora: ``lam``, ``kl_weight``, ``lr``) gets a second panel below, unless ``ax`` is
-    given: the weights and the ideal-pass accuracy they follow, and the learning rate."""
+    given: the weights and what they follow (the ideal-pass accuracy, the noise's share of the
+    noisy loss), and the learning rate."""
     rule = "lam" in log and ax is None
     if ax is None:
         figure = Figure(figsize=(6.4, 6.4 if rule else 4.0), layout="constrained")
@@ -159,9 +160,13 @@ def plot_training(log: pd.DataFrame, *, ax: Axes | None = None, title: str | Non
     assert axes is not None
     low = axes[1]
     low.plot(log["step"], log["window_accuracy"], label="ideal-pass accuracy a (window)")
+    if "window_noisy" in log:
+        share = (1 - log["window_ideal"] / log["window_noisy"]).clip(lower=0)
+        low.plot(log["step"], share, label="noise's share of the noisy loss (window)")
     low.plot(log["step"], log["lam"], "--", label="lam: noisy loss weight")
-    low.plot(log["step"], log["kl_weight"] / max(log["kl_weight"].max(), 1e-12), ":",
-             label=f"KL weight / {log['kl_weight'].max():.2g}")  # fmt: skip
+    if log["kl_weight"].max() > 0:
+        low.plot(log["step"], log["kl_weight"] / log["kl_weight"].max(), ":",
+                 label=f"KL weight / {log['kl_weight'].max():.2g}")  # fmt: skip
     low.set_ylim(0, 1.05)
     low.set_ylabel("weight, accuracy")
     low.set_xlabel("training step")
