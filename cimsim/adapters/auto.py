@@ -54,8 +54,8 @@ keeps the windows' improvements about training progress rather than step-to-step
 examples. AutoLoRa also restores the best weights so far at a halving and ends on the best
 weights (``restore_best``, off by default): on 64 validation examples over cimsim's short runs
 the best value is often an early one by chance (SmolLM2 on movie reviews: values 0.55-0.68 from
-one quarter epoch to the next, the best after step 8 of 32), and ending there threw away three
-quarters of the training (2.7 points under noise against halora).
+one quarter epoch to the next, the best after step 12 of 32), and ending there threw away the
+last 20 steps (2.7 points under noise against halora).
 
 ``lam_rule = "accuracy"`` is AutoLoRa's scalar rule (lam = a, the ideal pass's training accuracy
 over the same window; with ``kl_scale = 6`` its KL weight 6a), and ``split_rank`` maps AutoLoRa's
