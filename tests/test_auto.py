@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from cimsim.adapters.auto import (
-    AccuracyWindow,
     AutoSchedule,
+    TrainingWindow,
     autolora_weights,
     checkpoints,
     halve,
@@ -46,13 +46,11 @@ def test_the_scalars_follow_their_rules() -> None:
     assert share_weights(0.3, 0.3) == (0.0, 0.0)
     assert share_weights(0.5, 0.4) == (0.0, 0.0)  # noise that helps earns no weight
     assert share_weights(0.0, 0.0) == (0.0, 0.0)
-    window = AccuracyWindow(2)
-    assert window.add(3, 4) == 0.75
-    assert window.add(1, 4) == 0.5
-    assert window.add(4, 8) == pytest.approx(5 / 12)  # the first batch has left the window
-    assert window.add_losses(1.0, 2.0) == (1.0, 2.0)
-    assert window.add_losses(0.5, 1.0) == (0.75, 1.5)
-    assert window.add_losses(0.25, 0.5) == (0.375, 0.75)
+    window = TrainingWindow(2)
+    assert window.add(3, 4, 1.0, 2.0) == (0.75, 1.0, 2.0)
+    assert window.add(1, 4, 0.5, 1.0) == (0.5, 0.75, 1.5)
+    # the first batch has left the window
+    assert window.add(4, 8, 0.25, 0.5) == (pytest.approx(5 / 12), 0.375, 0.75)
     assert window_size(6) == 2 and window_size(1) == 1 and window_size(38) == 10
 
 

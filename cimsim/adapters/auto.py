@@ -106,28 +106,28 @@ def share_weights(ideal: float, noisy: float, kl_scale: float = 0.0) -> tuple[fl
     return lam, kl_scale * lam
 
 
-class AccuracyWindow:
-    """The ideal pass's accuracy, and the mean ideal and noisy losses, over the last ``size``
+class TrainingWindow:
+    """The ideal pass's accuracy and the mean ideal and noisy losses over the last ``size``
     training batches."""
 
     def __init__(self, size: int) -> None:
-        self.batches: deque[tuple[int, int]] = deque(maxlen=size)
-        self.losses: deque[tuple[float, float]] = deque(maxlen=size)
+        self.batches: deque[tuple[int, int, float, float]] = deque(maxlen=size)
 
-    def add(self, n_correct: int, n: int) -> float:
-        """Record a batch; the accuracy over the window, that batch included."""
-        self.batches.append((n_correct, n))
-        return sum(c for c, _ in self.batches) / sum(n for _, n in self.batches)
-
-    def add_losses(self, ideal: float, noisy: float) -> tuple[float, float]:
-        """Record a batch's losses; their means over the window, that batch included."""
-        self.losses.append((ideal, noisy))
-        count = len(self.losses)
-        return sum(i for i, _ in self.losses) / count, sum(n for _, n in self.losses) / count
+    def add(self, n_correct: int, n: int, ideal: float, noisy: float) -> tuple[float, float, float]:
+        """Record a batch (its correct count, size and two losses); over the window, that batch
+        included: ``(accuracy, mean ideal loss, mean noisy loss)``."""
+        self.batches.append((n_correct, n, ideal, noisy))
+        count = len(self.batches)
+        accuracy = sum(b[0] for b in self.batches) / sum(b[1] for b in self.batches)
+        return (
+            accuracy,
+            sum(b[2] for b in self.batches) / count,
+            sum(b[3] for b in self.batches) / count,
+        )
 
 
 def window_size(steps_per_epoch: int) -> int:
-    """Batches per accuracy window: a quarter epoch (AutoLoRa re-measures four times an epoch)."""
+    """Batches per training window: a quarter epoch (AutoLoRa re-measures four times an epoch)."""
     return max(1, math.ceil(steps_per_epoch / 4))
 
 
@@ -194,24 +194,24 @@ class AutoSchedule:
     ) -> None:
         self.config, self.scorer, self.model, self.card = config, scorer, model, card
         self.optimiser = optimiser
-        steps_per_epoch = max(1, len(batches) // config.epochs)
-        self.window = AccuracyWindow(window_size(steps_per_epoch))
+        quarter = window_size(max(1, len(batches) // config.epochs))
+        self.window = TrainingWindow(quarter)
         self.step = 0
         self.record: dict[str, float] = {}
         self.lr_steps: list[int] = []
         if config.auto_lr:
-            self.lr_steps = validation_steps(len(batches), window_size(steps_per_epoch))
+            self.lr_steps = validation_steps(len(batches), quarter)
             self.marks = checkpoints(len(self.lr_steps) - 1)
             self.sets = validation_sets(batches, config.seed)
             self.values: list[float] = []
-            self.best = (math.inf, self._weights())
+            self.best_value = math.inf
+            self.best_weights: dict[str, torch.Tensor] = {}  # kept only with restore_best
             self._validate()
 
     def weights(self, n_correct: int, n: int, ideal: float, noisy: float) -> tuple[float, float]:
         """This step's ``(lam, kl)`` from the ideal pass's ``n_correct`` of ``n`` and the
         step's ideal and noisy losses."""
-        accuracy = self.window.add(n_correct, n)
-        mean_ideal, mean_noisy = self.window.add_losses(ideal, noisy)
+        accuracy, mean_ideal, mean_noisy = self.window.add(n_correct, n, ideal, noisy)
         if not self.config.auto_scalars:
             lam, kl = self.config.lam, 0.0
         elif self.config.lam_rule == "accuracy":
@@ -234,15 +234,17 @@ class AutoSchedule:
     def finish(self) -> None:
         """With ``restore_best``, end on the best weights the validation saw."""
         if self.lr_steps and self.config.restore_best:
-            self._load(self.best[1])
+            self._load(self.best_weights)
 
     def _validate(self) -> dict[str, float]:
         value = self._validation_value()
         index = len(self.values)
         self.values.append(value)
         record: dict[str, float] = {"validation": value}
-        if value < self.best[0]:
-            self.best = (value, self._weights())
+        if value < self.best_value:
+            self.best_value = value
+            if self.config.restore_best:
+                self.best_weights = self._weights()
         if index in self.marks[1:]:
             start = self.marks[self.marks.index(index) - 1]
             improved = [self.values[k] < self.values[k - 1] for k in range(start + 1, index + 1)]
@@ -250,7 +252,7 @@ class AutoSchedule:
                 for group in self.optimiser.param_groups:
                     group["lr"] /= DECAY
                 if self.config.restore_best:
-                    self._load(self.best[1])
+                    self._load(self.best_weights)
                 record["halved"] = 1.0
         return record
 
