@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from pathlib import Path
+from unittest.mock import patch
 
 import pandas as pd
 import pytest
@@ -60,9 +61,12 @@ def test_the_learning_rate_checkpoints_are_autoloras_scaled() -> None:
     assert validation_steps(32, spacing=2) == list(range(0, 33, 2))  # every quarter epoch
     assert validation_steps(76, spacing=10) == [round(76 * k / 7) for k in range(8)]
     assert validation_steps(3, spacing=10) == [0, 3]
-    # AutoLoRa's epochs 0, 16, 24, ..., 50 of 50 on 25 validations
-    assert checkpoints(25) == [0, 8, 12, 14, 18, 20, 21, 22, 23, 24, 25]
-    assert checkpoints(50) == [0, 16, 24, 28, 36, 40, 42, 44, 46, 48, 50]
+    # AutoLoRa's epochs 0, 16, 24, 28, 36, 40, 42, ..., 50 of 50 on 25 validations are
+    # 0, 8, 12, 14, 18, 20, 21, ..., 25; a window holds at least 4
+    assert checkpoints(25) == [0, 8, 12, 18, 22]
+    assert checkpoints(50) == [0, 16, 24, 28, 36, 40, 44, 48]
+    assert checkpoints(8) == [0, 4, 8]  # a two-epoch run validated every quarter epoch
+    assert checkpoints(3) == [0]  # too short to judge: the rate stays
     assert halve([True, True, True, False]) is False  # 3 of 4 improved: at rho 0.75
     assert halve([True, False, True, False]) is True
     assert halve([False]) is True
@@ -118,7 +122,7 @@ def test_the_rate_halves_only_at_checkpoints_and_training_ends_where_the_rule_sa
 ) -> None:
     log, scorer, loaded, batches, card, first, config = trained
     frame = pd.DataFrame(log)
-    marks = checkpoints(6)  # [0, 2, 3, 4, 5, 6]: validation k follows step 2k
+    marks = checkpoints(6)  # [0, 4]: validation k follows step 2k
     halved = frame.index[frame.get("halved", pd.Series(0.0, index=frame.index)) == 1.0]
     assert len(halved) > 0
     assert set((halved + 1) // 2) <= set(marks[1:]) and ((halved + 1) % 2 == 0).all()
@@ -176,6 +180,10 @@ def test_the_rule_shapes_the_adapter_key(tiny_bert_dir: Path, topic_task_file: P
     assert key("auto-halora", auto_scalars=False) != key("auto-halora", auto_scalars=False, lam=0.9)
     assert key("auto-halora") != key("auto-halora", kl_scale=3.0)
     assert key("auto-halora") != key("auto-halora", auto_lr=False)
+    scheduled, fixed = key("auto-halora"), key("auto-halora", auto_lr=False)
+    with patch("cimsim.adapters.train.MIN_WINDOW", 1):  # a schedule that halves elsewhere
+        assert key("auto-halora") != scheduled
+        assert key("auto-halora", auto_lr=False) == fixed
     assert key("auto-halora") != key("auto-halora", split_rank=True)
     assert key("auto-halora") != key("auto-halora", lam_rule="accuracy")
     assert key("lora") == key("lora", kl_scale=3.0, auto_lr=False)  # unused by plain lora

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cimsim.adapters.auto import AutoSchedule
+from cimsim.adapters.auto import MIN_WINDOW, AutoSchedule
 from cimsim.adapters.lora import LoraConfig, add_lora, load_adapter, save_adapter
 from cimsim.adapters.objectives import DUAL, objective_loss
 from cimsim.chip.cards import DeviceCard, load_card
@@ -132,6 +132,8 @@ class TrainConfig:
         if method == "auto-halora":
             fields.update(mu=self.mu, kl_scale=self.kl_scale, auto_scalars=self.auto_scalars)
             fields.update(auto_lr=self.auto_lr, split_rank=self.split_rank)
+            if self.auto_lr:  # the schedule's shortest window shapes when the rate halves
+                fields["min_window"] = MIN_WINDOW
             if self.auto_lr and self.restore_best:
                 fields["restore_best"] = True
             if not self.auto_scalars:
