@@ -59,8 +59,7 @@ where the test halves at the first value that does not improve (SmolLM2 on movie
 halved after steps 16, 24 and 28 of 32, each time on one bump of the 64-example loss; 0.010
 under halora's robustness, against 0.004 with the rate fixed). Four is the shortest window in
 which the test at rho 0.75 tolerates one such value. A run of fewer than four validations keeps
-its rate; a two-epoch run is judged once, after its first epoch (its other checkpoint follows
-the last step).
+its rate; a two-epoch run is judged once, after its first epoch.
 
 AutoLoRa also restores the best weights so far at a halving and ends on the best
 weights (``restore_best``, off by default): on 64 validation examples over cimsim's short runs
@@ -155,11 +154,12 @@ def validation_steps(total_steps: int, spacing: int = 1) -> list[int]:
 def checkpoints(validations: int) -> list[int]:
     """Indices of the validations (of ``0..validations``) at which the rate may be halved:
     AutoLoRa's checkpoints scaled to ``validations``, each at least ``MIN_WINDOW`` validations
-    after the one kept before it (a scaled checkpoint closer than that is dropped)."""
+    after the one kept before it (a scaled checkpoint closer than that is dropped), and none at
+    the last validation, which follows the last step."""
     scaled = sorted({round(validations * e / CHECKPOINT_EPOCHS[-1]) for e in CHECKPOINT_EPOCHS})
     marks = [0]
     for mark in scaled:
-        if mark - marks[-1] >= MIN_WINDOW:
+        if mark - marks[-1] >= MIN_WINDOW and mark < validations:
             marks.append(mark)
     return marks
 
