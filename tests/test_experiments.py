@@ -8,6 +8,7 @@ import pytest
 
 from cimsim.continual.experiment import is_continual, load_continual
 from cimsim.core.errors import CimsimError
+from cimsim.eval.config import EvalConfig
 from cimsim.runs.experiments import load_experiment
 from cimsim.runs.sweep import SweepConfig
 from cimsim.watermark.experiment import is_watermark, load_watermark
@@ -43,6 +44,8 @@ def test_nested_tables_fill_nested_configs(tmp_path: Path) -> None:
     sweep = load_experiment(path).sweep
     assert (sweep.vary, sweep.values, sweep.instances) == ("sigma", (0.0, 0.05, 0.1), 5)
     assert (sweep.lora.r, sweep.lora.target_modules, sweep.eval.test_size) == (4, ("query",), 50)
+    path.write_text('name = "x"\n[sweep.eval]\ntest_size = 0\n')  # whole split: --test-size 0
+    assert load_experiment(path).sweep.eval == EvalConfig(test_size=None)
 
 
 @pytest.mark.parametrize(
@@ -65,6 +68,7 @@ def test_nested_tables_fill_nested_configs(tmp_path: Path) -> None:
         ('name = "x"\n[executor]\nworkers = "2"\n', "executor.workers must be int"),
         ('name = "x"\n[executor]\nnodes = 2\n', "unknown key executor.nodes"),
         ('name = "x"\n[sweep.lora]\nr = 0\n', "rank must be >= 1"),
+        ('name = "x"\n[sweep.eval]\ntest_size = -1\n', "test_size must be >= 0"),
         ('name = "x"\n[sweep]\ncard = "foo"\n', "unknown device card"),
         ('name = "x"\n[sweep]\nvary = "adc_bits"\n', "expected FIELD=RANGE"),
         ('name = "x"\n[sweep]\nvary = "adc_bits=4..8:5"\nnoise = "0..1"\n', "one value"),
