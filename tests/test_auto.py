@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from pathlib import Path
-from unittest.mock import patch
 
 import pandas as pd
 import pytest
@@ -67,16 +66,21 @@ def test_the_learning_rate_checkpoints_are_autoloras_scaled() -> None:
     assert checkpoints(50) == [0, 16, 24, 28, 36, 40, 44, 48]
     assert checkpoints(8) == [0, 4]  # a two-epoch run validated every quarter epoch
     assert checkpoints(3) == [0]  # too short to judge: the rate stays
+    assert checkpoints(8, min_window=1) == [0, 3, 4, 6, 7]  # AutoLoRa's, scaled, and no floor
     assert halve([True, True, True, False]) is False  # 3 of 4 improved: at rho 0.75
     assert halve([True, False, True, False]) is True
     assert halve([False]) is True
 
 
-@pytest.fixture(params=[False, True], ids=["halve", "halve-and-restore"])
+@pytest.fixture(
+    params=[(False, 4), (True, 4), (False, 1)], ids=["halve", "halve-and-restore", "no-floor"]
+)
 def trained(request, tiny_bert_dir: Path, topic_task_file: Path):
-    """An auto-halora run on the tiny encoder (AutoLoRa's restores off and on): the log, the
-    scorer, what it trained on and the config."""
-    config = replace(CONFIG, restore_best=request.param)
+    """An auto-halora run on the tiny encoder (AutoLoRa's restores off and on; checkpoint
+    windows of at least 4 validations, or of any length): the log, the scorer, what it trained
+    on and the config."""
+    restore, window = request.param
+    config = replace(CONFIG, restore_best=restore, min_window=window)
     task = load_task(str(topic_task_file))
     loaded = load_model(str(tiny_bert_dir))
     init_lora(loaded.model, LORA, seed=0)
@@ -122,7 +126,9 @@ def test_the_rate_halves_only_at_checkpoints_and_training_ends_where_the_rule_sa
 ) -> None:
     log, scorer, loaded, batches, card, first, config = trained
     frame = pd.DataFrame(log)
-    marks = checkpoints(6)  # [0, 4]: validation k follows step 2k
+    marks = checkpoints(
+        6, config.min_window
+    )  # [0, 4] or [0, 2, 3, 4, 5]: validation k follows step 2k
     halved = frame.index[frame.get("halved", pd.Series(0.0, index=frame.index)) == 1.0]
     assert len(halved) > 0
     assert set((halved + 1) // 2) <= set(marks[1:]) and ((halved + 1) % 2 == 0).all()
@@ -180,10 +186,8 @@ def test_the_rule_shapes_the_adapter_key(tiny_bert_dir: Path, topic_task_file: P
     assert key("auto-halora", auto_scalars=False) != key("auto-halora", auto_scalars=False, lam=0.9)
     assert key("auto-halora") != key("auto-halora", kl_scale=3.0)
     assert key("auto-halora") != key("auto-halora", auto_lr=False)
-    scheduled, fixed = key("auto-halora"), key("auto-halora", auto_lr=False)
-    with patch("cimsim.adapters.train.MIN_WINDOW", 1):  # a schedule that halves elsewhere
-        assert key("auto-halora") != scheduled
-        assert key("auto-halora", auto_lr=False) == fixed
+    assert key("auto-halora") != key("auto-halora", min_window=1)  # halves elsewhere
+    assert key("auto-halora", auto_lr=False) == key("auto-halora", auto_lr=False, min_window=1)
     assert key("auto-halora") != key("auto-halora", split_rank=True)
     assert key("auto-halora") != key("auto-halora", lam_rule="accuracy")
     assert key("lora") == key("lora", kl_scale=3.0, auto_lr=False)  # unused by plain lora
@@ -191,6 +195,8 @@ def test_the_rule_shapes_the_adapter_key(tiny_bert_dir: Path, topic_task_file: P
         TrainConfig(kl_scale=math.nan)
     with pytest.raises(ValueError, match="lam_rule"):
         TrainConfig(lam_rule="gap")
+    with pytest.raises(ValueError, match="min_window"):
+        TrainConfig(min_window=0)
 
 
 def test_train_and_sweep_take_auto_halora(

@@ -151,15 +151,15 @@ def validation_steps(total_steps: int, spacing: int = 1) -> list[int]:
     return [round(k * total_steps / count) for k in range(count + 1)]
 
 
-def checkpoints(validations: int) -> list[int]:
+def checkpoints(validations: int, min_window: int = MIN_WINDOW) -> list[int]:
     """Indices of the validations (of ``0..validations``) at which the rate may be halved:
-    AutoLoRa's checkpoints scaled to ``validations``, each at least ``MIN_WINDOW`` validations
+    AutoLoRa's checkpoints scaled to ``validations``, each at least ``min_window`` validations
     after the one kept before it (a scaled checkpoint closer than that is dropped), and none at
     the last validation, which follows the last step."""
     scaled = sorted({round(validations * e / CHECKPOINT_EPOCHS[-1]) for e in CHECKPOINT_EPOCHS})
     marks = [0]
     for mark in scaled:
-        if mark - marks[-1] >= MIN_WINDOW and mark < validations:
+        if mark - marks[-1] >= min_window and mark < validations:
             marks.append(mark)
     return marks
 
@@ -221,7 +221,7 @@ class AutoSchedule:
         self.lr_steps: list[int] = []
         if config.auto_lr:
             self.lr_steps = validation_steps(len(batches), quarter)
-            self.marks = checkpoints(len(self.lr_steps) - 1)
+            self.marks = checkpoints(len(self.lr_steps) - 1, config.min_window)
             self.sets = validation_sets(batches, config.seed)
             self.values: list[float] = []
             self.best_value = math.inf

@@ -89,6 +89,9 @@ class TrainConfig:
     auto_lr: bool = True
     """auto-halora: halve the learning rate at AutoLoRa's checkpoints when the validation loss
     stalls (off: lr throughout, no validation)."""
+    min_window: int = MIN_WINDOW
+    """auto-halora with auto_lr: the fewest validations a checkpoint's window holds (AutoLoRa's
+    checkpoints closer than that to the one before are dropped; 1 keeps them all)."""
     restore_best: bool = False
     """auto-halora with auto_lr: restore the best weights the validation saw at every halving
     and at the end (AutoLoRa's rule)."""
@@ -108,6 +111,8 @@ class TrainConfig:
             raise ValueError(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
         if self.reprogram_every < 1:
             raise ValueError("reprogram_every must be >= 1")
+        if self.min_window < 1:
+            raise ValueError("min_window must be >= 1")
         if self.lam_rule not in ("share", "accuracy"):
             raise ValueError(f"lam_rule must be 'share' or 'accuracy', got {self.lam_rule!r}")
         if not (math.isfinite(self.kl_scale) and self.kl_scale >= 0):
@@ -132,8 +137,8 @@ class TrainConfig:
         if method == "auto-halora":
             fields.update(mu=self.mu, kl_scale=self.kl_scale, auto_scalars=self.auto_scalars)
             fields.update(auto_lr=self.auto_lr, split_rank=self.split_rank)
-            if self.auto_lr:  # the schedule's shortest window shapes when the rate halves
-                fields["min_window"] = MIN_WINDOW
+            if self.auto_lr:  # the shortest window shapes when the rate halves
+                fields["min_window"] = self.min_window
             if self.auto_lr and self.restore_best:
                 fields["restore_best"] = True
             if not self.auto_scalars:
@@ -146,6 +151,7 @@ class TrainConfig:
         """The fields every method shares."""
         shared = {"lam", "mu", "noise_card", "noise_sigma", "reprogram_every"}
         shared |= {"kl_scale", "split_rank", "auto_scalars", "auto_lr", "lam_rule", "restore_best"}
+        shared.add("min_window")
         return {k: v for k, v in to_dict(self).items() if k not in shared}
 
 
