@@ -57,9 +57,9 @@ The floor of four: AutoLoRa's shortest window is two epochs (eight validations) 
 iterations, but scaled to cimsim's short runs most windows would hold one or two validations,
 where the test halves at the first value that does not improve (SmolLM2 on movie reviews:
 halved after steps 16, 24 and 28 of 32, each time on one bump of the 64-example loss; 0.010
-under halora's robustness, against 0.004 with the rate fixed). Four is the shortest window in
-which the test at rho 0.75 tolerates one such value. A run of fewer than four validations keeps
-its rate; a two-epoch run is judged once, after its first epoch.
+under halora's robustness, against 0.004 with the floor, where it never halves). Four is the
+shortest window in which the test at rho 0.75 tolerates one such value. A run of fewer than
+four validations keeps its rate; a two-epoch run is judged once, after its first epoch.
 
 AutoLoRa also restores the best weights so far at a halving and ends on the best
 weights (``restore_best``, off by default): on 64 validation examples over cimsim's short runs

@@ -149,9 +149,9 @@ class TrainConfig:
 
     def base(self) -> dict[str, object]:
         """The fields every method shares."""
-        shared = {"lam", "mu", "noise_card", "noise_sigma", "reprogram_every"}
-        shared |= {"kl_scale", "split_rank", "auto_scalars", "auto_lr", "lam_rule", "restore_best"}
-        shared.add("min_window")
+        shared = {"lam", "mu", "noise_card", "noise_sigma", "reprogram_every", "kl_scale"}
+        shared |= {"split_rank", "auto_scalars", "auto_lr", "lam_rule", "restore_best"}
+        shared |= {"min_window"}
         return {k: v for k, v in to_dict(self).items() if k not in shared}
 
 
