@@ -139,8 +139,8 @@ class TrainConfig:
             fields.update(auto_lr=self.auto_lr, split_rank=self.split_rank)
             if self.auto_lr:  # the shortest window shapes when the rate halves
                 fields["min_window"] = self.min_window
-            if self.auto_lr and self.restore_best:
-                fields["restore_best"] = True
+                if self.restore_best:
+                    fields["restore_best"] = True
             if not self.auto_scalars:
                 fields["lam"] = self.lam
             else:
@@ -149,9 +149,9 @@ class TrainConfig:
 
     def base(self) -> dict[str, object]:
         """The fields every method shares."""
-        shared = {"lam", "mu", "noise_card", "noise_sigma", "reprogram_every", "kl_scale"}
-        shared |= {"split_rank", "auto_scalars", "auto_lr", "lam_rule", "restore_best"}
-        shared |= {"min_window"}
+        shared = {"lam", "mu", "noise_card", "noise_sigma", "reprogram_every", "kl_scale",
+                  "split_rank", "auto_scalars", "auto_lr", "lam_rule", "restore_best",
+                  "min_window"}  # fmt: skip
         return {k: v for k, v in to_dict(self).items() if k not in shared}
 
 
