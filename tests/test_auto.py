@@ -188,6 +188,8 @@ def test_the_rule_shapes_the_adapter_key(tiny_bert_dir: Path, topic_task_file: P
     assert key("auto-halora") != key("auto-halora", min_window=1)  # halves elsewhere
     assert key("auto-halora", auto_lr=False) == key("auto-halora", auto_lr=False, min_window=1)
     assert key("auto-halora") != key("auto-halora", split_rank=True)
+    assert key("auto-halora") != key("auto-halora", protect_digital=True)
+    assert key("halora") == key("halora", protect_digital=True)  # auto-halora's alone
     assert key("auto-halora") != key("auto-halora", lam_rule="accuracy")
     assert key("lora") == key("lora", kl_scale=3.0, auto_lr=False)  # unused by plain lora
     with pytest.raises(ValueError, match="kl_scale"):
@@ -260,3 +262,69 @@ def test_the_accuracy_rule_is_autoloras_and_the_share_rule_reads_the_windows_los
         first = schedule.weights(3, 4, 0.5, 1.0)  # share: (1 - 0.5) / 2
         second = schedule.weights(1, 4, 1.0, 1.0)  # share over the window: (1 - 0.75) / 2
         assert first == pytest.approx(expected[0]) and second == pytest.approx(expected[1])
+
+
+def test_protected_gradients_drop_the_noisy_gradients_part_against_the_ideal_one() -> None:
+    from cimsim.adapters.objectives import protected_gradients
+
+    ideal_dir, lam = torch.tensor([1.0, 0.0, 2.0]), 0.4
+    for noisy_dir, conflict in ((torch.tensor([-1.0, 3.0, 0.0]), True),
+                                (torch.tensor([1.0, 3.0, 0.0]), False)):  # fmt: skip
+        p = torch.nn.Parameter(torch.zeros(3))
+        cosine = protected_gradients([p], p @ ideal_dir, p @ noisy_dir, lam)
+        dot = float(ideal_dir @ noisy_dir)
+        assert cosine == pytest.approx(dot / float(ideal_dir.norm() * noisy_dir.norm()))
+        along = dot / float(ideal_dir @ ideal_dir) if conflict else 0.0
+        kept = noisy_dir - along * ideal_dir
+        assert torch.allclose(p.grad, (1 - lam) * ideal_dir + lam * kept)
+        # the step's slope on the ideal loss is at least the ideal part's own
+        assert float(p.grad @ ideal_dir) >= (1 - lam) * float(ideal_dir @ ideal_dir) - 1e-6
+    p = torch.nn.Parameter(torch.zeros(3))
+    p.grad = torch.ones(3)  # gradients already there are added to
+    unused = torch.nn.Parameter(torch.zeros(2))  # reached by neither loss
+    protected_gradients([p, unused], p @ ideal_dir, p.sum() * 0, 0.5)
+    assert torch.allclose(p.grad, 1 + 0.5 * ideal_dir) and not unused.grad.any()
+
+
+def test_protect_digital_writes_the_projected_gradients_of_a_step(
+    tiny_bert_dir: Path, topic_task_file: Path
+) -> None:
+    from cimsim.adapters.objectives import objective_loss
+
+    task = load_task(str(topic_task_file))
+    config = replace(CONFIG, epochs=1, protect_digital=True, auto_lr=False)
+    loaded = load_model(str(tiny_bert_dir))
+    init_lora(loaded.model, LORA, seed=0)
+    for name, p in loaded.model.named_parameters():  # B = 0 at init: give the branch a value
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.2)
+    scorer = make_scorer(loaded, max_length=16)
+    params = [p for p in scorer.parameters() if p.requires_grad]
+    [(_, texts, labels)] = task_batches(task, config)[:1]
+    card = load_card("channel").with_value("sigma", 3.0)
+    conflicts = 0
+    for step in range(8):  # the same batch on 8 training chips (noise large enough to conflict)
+        common = dict(card=card, lam=0.3, mu=0.0, seed=0, step=step)
+        grads = []
+        for method in ("lora", "noise-aware"):  # each loss's own gradient
+            loss, _ = objective_loss(method, scorer, loaded.model, texts, labels, task, **common)
+            grads.append(torch.autograd.grad(loss, params))
+        ideal, noisy = (torch.cat([g.flatten() for g in gs]) for gs in grads)
+        scorer.zero_grad(set_to_none=True)
+        loss, parts = objective_loss(
+            "auto-halora", scorer, loaded.model, texts, labels, task, **common, protect=True
+        )
+        written = torch.cat([p.grad.flatten() for p in params])
+        dot = float(ideal @ noisy)
+        assert parts["cosine"] == pytest.approx(dot / float(ideal.norm() * noisy.norm()), rel=1e-4)
+        along = min(0.0, dot) / float(ideal @ ideal)
+        assert torch.allclose(written, 0.7 * ideal + 0.3 * (noisy - along * ideal), atol=1e-6)
+        assert not loss.requires_grad  # no KL, no spectral term: nothing left to differentiate
+        assert loss.item() == pytest.approx(0.7 * parts["ideal"] + 0.3 * parts["noisy"])
+        conflicts += dot < 0
+    assert 0 < conflicts < 8  # both branches of the rule ran
+    # in a run: the rule, the KL term and the spectral penalty on top, the cosine logged each step
+    log = pd.DataFrame(train_steps(scorer, loaded.model, task_batches(task, config), config,
+                                   "auto-halora", card=card))  # fmt: skip
+    assert log["cosine"].between(-1, 1).all() and len(log) == 6
+    assert (log["kl_weight"] > 0).any() and log["spectral"].notna().all()

@@ -58,6 +58,37 @@ def spectral_penalty(model: nn.Module) -> torch.Tensor:
     return torch.stack(norms).sum()
 
 
+def protected_gradients(
+    params: Sequence[nn.Parameter],
+    ideal: torch.Tensor,
+    noisy: torch.Tensor,
+    lam: float,
+    *,
+    retain: bool = False,
+) -> float:
+    """Add ``(1 - lam) g_ideal + lam g_noisy'`` to the parameters' ``.grad``, where ``g_noisy'``
+    is the noisy loss's gradient less its component along the ideal loss's when the two conflict
+    (negative inner product; PCGrad's projection, Yu et al., "Gradient Surgery for Multi-Task
+    Learning", arXiv 2001.06782): to first order the step then never raises the ideal loss for
+    the noisy one's sake. Returns the cosine of the two gradients before the projection.
+    ``retain`` keeps the noisy loss's graph (for a term still to be differentiated)."""
+    g_ideal = torch.autograd.grad(ideal, params, allow_unused=True)
+    g_noisy = torch.autograd.grad(noisy, params, retain_graph=retain, allow_unused=True)
+    pairs = [
+        (p, torch.zeros_like(p) if a is None else a, torch.zeros_like(p) if b is None else b)
+        for p, a, b in zip(params, g_ideal, g_noisy, strict=True)
+    ]
+    dot = float(sum((a * b).sum() for _, a, b in pairs))
+    ideal_norm2 = float(sum((a * a).sum() for _, a, _ in pairs))
+    noisy_norm2 = float(sum((b * b).sum() for _, _, b in pairs))
+    along = min(0.0, dot) / ideal_norm2 if ideal_norm2 > 0 else 0.0  # g_noisy' = b - along * a
+    for p, a, b in pairs:
+        grad = (1 - lam - lam * along) * a + lam * b
+        p.grad = grad if p.grad is None else p.grad + grad
+    norms = (ideal_norm2 * noisy_norm2) ** 0.5
+    return dot / norms if norms > 0 else 0.0
+
+
 def training_chip_seed(seed: int, step: int) -> int:
     """The chip programmed for training step ``step`` (distinct from every evaluation chip)."""
     digest = hashlib.sha256(f"train/{seed}/{step}".encode()).hexdigest()
@@ -81,6 +112,7 @@ def objective_loss(
     kl: float = 0.0,
     weigh: Callable[[int, int, float, float], tuple[float, float]] | None = None,
     split: bool = False,
+    protect: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one step and its parts (``ideal``, ``noisy``, ``kl``, ``spectral``) for the
     log. ``card`` is the training noise's card at its sigma (unused, and may be None, for
@@ -89,7 +121,11 @@ def objective_loss(
     the ideal and noisy losses, returns this step's ``(lam, kl)``
     (:class:`cimsim.adapters.auto.AutoSchedule`), else ``lam`` and ``kl`` hold; ``split``
     routes the ideal pass's gradient to the first half of every branch's rank and the noisy
-    pass's to the second (:func:`cimsim.adapters.lora.routed`)."""
+    pass's to the second (:func:`cimsim.adapters.lora.routed`). ``protect`` (``auto-halora``)
+    writes the two losses' gradients into ``.grad`` here, the noisy one projected off the ideal
+    one where they conflict (:func:`protected_gradients`; the cosine is logged as
+    ``cosine``), and the returned loss carries the graph of the other terms only: the caller
+    zeroes the gradients before this call and backpropagates the loss only if it needs it."""
     if method not in OBJECTIVES:
         raise ValueError(f"unknown training method '{method}'")
     if method != "lora" and card is None:
@@ -124,6 +160,10 @@ def objective_loss(
                 lam, kl = weigh(n_correct, len(labels), parts["ideal"], parts["noisy"])
             total = (1 - lam) * ideal
             noisy_terms = lam * noisy
+            if method == "auto-halora" and protect:
+                params = [p for p in scorer.parameters() if p.requires_grad]
+                parts["cosine"] = protected_gradients(params, ideal, noisy, lam, retain=kl > 0)
+                total, noisy_terms = total.detach(), noisy_terms.detach()
             if method == "auto-halora" and kl > 0:
                 divergence = nn.functional.kl_div(
                     noisy_logits.log_softmax(-1),

@@ -95,6 +95,10 @@ class TrainConfig:
     restore_best: bool = False
     """auto-halora with auto_lr: restore the best weights the validation saw at every halving
     and at the end (AutoLoRa's rule)."""
+    protect_digital: bool = False
+    """auto-halora: where the noisy loss's gradient opposes the ideal loss's (negative inner
+    product), drop its component along the ideal gradient, so that to first order no step
+    raises the digital model's loss for the noise's sake (off: the weighted sum as halora)."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -141,6 +145,8 @@ class TrainConfig:
                 fields["min_window"] = self.min_window
                 if self.restore_best:
                     fields["restore_best"] = True
+            if self.protect_digital:  # absent when off, so earlier adapter keys still hold
+                fields["protect_digital"] = True
             if not self.auto_scalars:
                 fields["lam"] = self.lam
             else:
@@ -151,7 +157,7 @@ class TrainConfig:
         """The fields every method shares."""
         shared = {"lam", "mu", "noise_card", "noise_sigma", "reprogram_every", "kl_scale",
                   "split_rank", "auto_scalars", "auto_lr", "lam_rule", "restore_best",
-                  "min_window"}  # fmt: skip
+                  "min_window", "protect_digital"}  # fmt: skip
         return {k: v for k, v in to_dict(self).items() if k not in shared}
 
 
@@ -242,6 +248,7 @@ def train_steps(
                 else None
             )
             for task, texts, labels in batches:
+                optimiser.zero_grad(set_to_none=True)  # before: protect_digital writes grads
                 loss, parts = objective_loss(
                     method,
                     scorer,
@@ -257,13 +264,14 @@ def train_steps(
                     reprogram_every=config.reprogram_every,
                     weigh=auto.weights if auto is not None else None,
                     split=method == "auto-halora" and config.split_rank,
+                    protect=method == "auto-halora" and config.protect_digital,
                 )
                 extra = regulariser() if regulariser is not None else None
                 if extra is not None:
                     parts["regulariser"] = extra.item()
                     loss = loss + extra
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
+                if loss.requires_grad:  # not when protect_digital wrote every gradient
+                    loss.backward()
                 optimiser.step()
                 if after_step is not None:
                     after_step()

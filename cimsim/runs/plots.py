@@ -129,7 +129,8 @@ def plot_training(log: pd.DataFrame, *, ax: Axes | None = None, title: str | Non
     them, with the validation loss where it was measured. A log with an automatic rule's choices
     (auto-halora: ``lam``, ``kl_weight``, ``lr``) gets a second panel below, unless ``ax`` is
     given: the weights and what they follow (the ideal-pass accuracy, the noise's share of the
-    noisy loss), and the learning rate."""
+    noisy loss, the two gradients' cosine where the noisy one is projected), and the learning
+    rate."""
     rule = "lam" in log and ax is None
     if ax is None:
         figure = Figure(figsize=(6.4, 6.4 if rule else 4.0), layout="constrained")
@@ -167,8 +168,14 @@ def plot_training(log: pd.DataFrame, *, ax: Axes | None = None, title: str | Non
     if log["kl_weight"].max() > 0:
         low.plot(log["step"], log["kl_weight"] / log["kl_weight"].max(), ":",
                  label=f"KL weight / {log['kl_weight'].max():.2g}")  # fmt: skip
-    low.set_ylim(0, 1.05)
-    low.set_ylabel("weight, accuracy")
+    bottom = 0.0
+    if "cosine" in log and log["cosine"].notna().any():  # protect_digital's input
+        low.plot(log["step"], log["cosine"], color="0.5", linewidth=0.8, marker=".",
+                 label="cosine(ideal, noisy gradient); < 0: noisy one projected")  # fmt: skip
+        low.axhline(0, color="0.5", linewidth=0.5)
+        bottom = min(0.0, float(log["cosine"].min()) - 0.05)
+    low.set_ylim(bottom, 1.05)
+    low.set_ylabel("weight, accuracy" + (", cosine" if bottom < 0 else ""))
     low.set_xlabel("training step")
     low.grid(alpha=0.3)
     rate = low.twinx()
