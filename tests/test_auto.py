@@ -190,6 +190,8 @@ def test_the_rule_shapes_the_adapter_key(tiny_bert_dir: Path, topic_task_file: P
     assert key("auto-halora") != key("auto-halora", split_rank=True)
     assert key("auto-halora") != key("auto-halora", protect_digital=True)
     assert key("halora") == key("halora", protect_digital=True)  # auto-halora's alone
+    assert key("auto-halora") != key("auto-halora", noisy_target="ideal")
+    assert key("auto-halora") != key("auto-halora", average_tail=True)
     assert key("auto-halora") != key("auto-halora", lam_rule="accuracy")
     assert key("lora") == key("lora", kl_scale=3.0, auto_lr=False)  # unused by plain lora
     with pytest.raises(ValueError, match="kl_scale"):
@@ -328,3 +330,49 @@ def test_protect_digital_writes_the_projected_gradients_of_a_step(
                                    "auto-halora", card=card))  # fmt: skip
     assert log["cosine"].between(-1, 1).all() and len(log) == 6
     assert (log["kl_weight"] > 0).any() and log["spectral"].notna().all()
+
+
+def test_the_consistency_target_trains_the_noisy_pass_towards_the_ideal_predictions(
+    tiny_bert_dir: Path, topic_task_file: Path
+) -> None:
+    task = load_task(str(topic_task_file))
+    config = replace(CONFIG, epochs=1, kl_scale=0.0, auto_lr=False, noisy_target="ideal")
+    loaded = load_model(str(tiny_bert_dir))
+    init_lora(loaded.model, LORA, seed=0)
+    scorer = make_scorer(loaded, max_length=16)
+    log = pd.DataFrame(train_steps(scorer, loaded.model, task_batches(task, config), config,
+                                   "auto-halora"))  # fmt: skip
+    assert log["kl"].notna().all() and (log["kl_weight"] == 0).all()
+    # the rule reads the cross-entropies; the noisy pass's term is the KL to the ideal one
+    assert log["lam"].iloc[0] == pytest.approx(share_weights(log["ideal"][0], log["noisy"][0])[0])
+    expected = (1 - log["lam"]) * log["ideal"] + log["lam"] * log["kl"]
+    assert log["loss"].to_numpy() == pytest.approx(
+        (expected + config.mu * log["spectral"]).to_numpy(), rel=1e-5
+    )
+    with pytest.raises(ValueError, match="noisy_target"):
+        TrainConfig(noisy_target="chip")
+
+
+def test_average_tail_ends_on_the_mean_of_the_second_halfs_weights(
+    tiny_bert_dir: Path, topic_task_file: Path
+) -> None:
+    task = load_task(str(topic_task_file))
+    config = replace(CONFIG, average_tail=True)  # 12 steps: the mean after steps 7..12
+    loaded = load_model(str(tiny_bert_dir))
+    init_lora(loaded.model, LORA, seed=0)
+    scorer = make_scorer(loaded, max_length=16)
+    params = {n: p for n, p in scorer.named_parameters() if p.requires_grad}
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def keep() -> None:
+        seen.append({n: p.detach().clone() for n, p in params.items()})
+
+    log = train_steps(scorer, loaded.model, task_batches(task, config), config, "auto-halora",
+                      after_step=keep)  # fmt: skip
+    assert [step.get("averaged") for step in log] == [None] * 6 + [1, 2, 3, 4, 5, 6]
+    for name, p in params.items():
+        mean = torch.stack([weights[name] for weights in seen[6:]]).mean(0)
+        assert torch.allclose(p, mean, atol=1e-6), name
+        assert not torch.allclose(p, seen[-1][name])  # not the last weights
+    with pytest.raises(ValueError, match="average_tail"):
+        TrainConfig(average_tail=True, restore_best=True)

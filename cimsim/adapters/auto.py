@@ -71,10 +71,19 @@ last 20 steps (2.7 points under noise against halora).
 over the same window; with ``kl_scale = 6`` its KL weight 6a), and ``split_rank`` maps AutoLoRa's
 two parameter sets onto the two halves of the branch's rank (the ideal pass's gradient reaches
 only the first ``ceil(r/2)`` components, the noisy pass's the rest:
-:func:`cimsim.adapters.lora.routed`); both are kept to reproduce that mapping. ``auto_scalars``
-and ``auto_lr`` switch the rule and the schedule off: without the scalars the weights are
-``lam`` and ``kl = 0``; without the schedule the rate stays ``lr`` and nothing is validated.
-With both off (and no split) the method is ``halora`` step for step.
+:func:`cimsim.adapters.lora.routed`); both are kept to reproduce that mapping.
+
+AutoLoRa separates the two objectives' gradients because they diverge. Within one branch,
+``protect_digital`` drops the noisy gradient's component along the ideal one where the two
+conflict (PCGrad's projection, :func:`cimsim.adapters.objectives.protected_gradients`; their
+cosine is logged), and ``noisy_target = "ideal"`` trains the noisy pass towards the ideal
+pass's predictions (TRADES's ``KL(p_ideal || p_noisy)``) instead of the labels. Both are off by
+default: on SmolLM2 they move the digital cost and the robustness along the trade-off that lam
+itself traces (docs/results.md, "auto-halora").
+
+``auto_scalars`` and ``auto_lr`` switch the rule and the schedule off: without the scalars the
+weights are ``lam`` and ``kl = 0``; without the schedule the rate stays ``lr`` and nothing is
+validated. With both off (and no split) the method is ``halora`` step for step.
 """
 
 from __future__ import annotations
@@ -217,6 +226,9 @@ class AutoSchedule:
         quarter = window_size(max(1, len(batches) // config.epochs))
         self.window = TrainingWindow(quarter)
         self.step = 0
+        self.total = len(batches)
+        self.average: dict[str, torch.Tensor] = {}  # kept only with average_tail
+        self.averaged = 0
         self.record: dict[str, float] = {}
         self.lr_steps: list[int] = []
         if config.auto_lr:
@@ -247,14 +259,31 @@ class AutoSchedule:
         """What the rule chose and read at this step, for the training log."""
         self.step += 1
         record = {**self.record, "lr": self.optimiser.param_groups[0]["lr"]}
+        if self.config.average_tail and self.step > self.total // 2:
+            self._accumulate()
+            record["averaged"] = self.averaged
         if self.step in self.lr_steps[1:]:
             record.update(self._validate())
         return record
 
     def finish(self) -> None:
-        """With ``restore_best``, end on the best weights the validation saw."""
+        """With ``restore_best``, end on the best weights the validation saw; with
+        ``average_tail``, on the mean of the weights after each step of the second half."""
         if self.lr_steps and self.config.restore_best:
             self._load(self.best_weights)
+        if self.config.average_tail:
+            self._load(self.average)
+
+    def _accumulate(self) -> None:
+        """Fold the weights as they are now into the running mean."""
+        self.averaged += 1
+        if not self.average:
+            self.average = self._weights()
+            return
+        with torch.no_grad():
+            for name, p in self.scorer.named_parameters():
+                if name in self.average:
+                    self.average[name] += (p.detach() - self.average[name]) / self.averaged
 
     def _validate(self) -> dict[str, float]:
         value = self._validation_value()

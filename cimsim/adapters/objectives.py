@@ -11,9 +11,10 @@
   (lam 0.5, mu 1e-3, channel noise sigma 0.05) are documented choices, exposed as options.
 * ``auto-halora``: halora's loss with ``lam`` set every step from the two passes' losses (half
   the noise's share of the noisy loss), optionally plus ``kl KL(p_ideal || p_noisy)`` (the ideal
-  pass's predictions a fixed teacher) and each pass's gradient routed to its own half of the
-  branch's rank, the learning rate scheduled by validation, after AutoLoRa
-  (:mod:`cimsim.adapters.auto`).
+  pass's predictions a fixed teacher), each pass's gradient routed to its own half of the
+  branch's rank, the noisy gradient projected off the ideal one where they conflict, or the
+  noisy pass trained towards the ideal predictions, the learning rate scheduled by validation,
+  after AutoLoRa (:mod:`cimsim.adapters.auto`).
 
 The noisy base of step ``k`` is chip ``training_chip_seed(seed, k)``: fresh noise every step,
 reproducible from the training seed. With ``reprogram_every = n > 1`` step ``k`` uses the chip
@@ -113,6 +114,7 @@ def objective_loss(
     weigh: Callable[[int, int, float, float], tuple[float, float]] | None = None,
     split: bool = False,
     protect: bool = False,
+    consistency: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one step and its parts (``ideal``, ``noisy``, ``kl``, ``spectral``) for the
     log. ``card`` is the training noise's card at its sigma (unused, and may be None, for
@@ -125,7 +127,10 @@ def objective_loss(
     writes the two losses' gradients into ``.grad`` here, the noisy one projected off the ideal
     one where they conflict (:func:`protected_gradients`; the cosine is logged as
     ``cosine``), and the returned loss carries the graph of the other terms only: the caller
-    zeroes the gradients before this call and backpropagates the loss only if it needs it."""
+    zeroes the gradients before this call and backpropagates the loss only if it needs it.
+    ``consistency`` (``auto-halora``) trains the noisy pass towards the ideal pass's predictions,
+    ``lam KL(p_ideal || p_noisy)`` in place of ``lam L_noisy`` (TRADES's form; ``weigh`` still
+    reads both cross-entropies)."""
     if method not in OBJECTIVES:
         raise ValueError(f"unknown training method '{method}'")
     if method != "lora" and card is None:
@@ -158,13 +163,8 @@ def objective_loss(
             if weigh is not None:
                 n_correct = int((ideal_logits.argmax(dim=-1) == labels).sum())
                 lam, kl = weigh(n_correct, len(labels), parts["ideal"], parts["noisy"])
-            total = (1 - lam) * ideal
-            noisy_terms = lam * noisy
-            if method == "auto-halora" and protect:
-                params = [p for p in scorer.parameters() if p.requires_grad]
-                parts["cosine"] = protected_gradients(params, ideal, noisy, lam, retain=kl > 0)
-                total, noisy_terms = total.detach(), noisy_terms.detach()
-            if method == "auto-halora" and kl > 0:
+            divergence = None
+            if method == "auto-halora" and (kl > 0 or consistency):
                 divergence = nn.functional.kl_div(
                     noisy_logits.log_softmax(-1),
                     ideal_logits.detach().log_softmax(-1),
@@ -172,6 +172,14 @@ def objective_loss(
                     log_target=True,
                 )  # KL(p_ideal || p_noisy): the ideal pass teaches, its predictions do not move
                 parts["kl"] = divergence.item()
+            robust = divergence if consistency and divergence is not None else noisy
+            total = (1 - lam) * ideal
+            noisy_terms = lam * robust
+            if method == "auto-halora" and protect:
+                params = [p for p in scorer.parameters() if p.requires_grad]
+                parts["cosine"] = protected_gradients(params, ideal, robust, lam, retain=kl > 0)
+                total, noisy_terms = total.detach(), noisy_terms.detach()
+            if divergence is not None and kl > 0:
                 noisy_terms = noisy_terms + kl * divergence
             total = total + noisy_terms
     if method in DUAL and mu > 0:

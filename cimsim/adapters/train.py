@@ -95,6 +95,13 @@ class TrainConfig:
     restore_best: bool = False
     """auto-halora with auto_lr: restore the best weights the validation saw at every halving
     and at the end (AutoLoRa's rule)."""
+    average_tail: bool = False
+    """auto-halora: end on the mean of the weights after every step of the second half of
+    training (a uniform weight average, as stochastic weight averaging) instead of the last."""
+    noisy_target: str = "labels"
+    """auto-halora: what the noisy pass is trained towards, 'labels' (cross-entropy, halora's)
+    or 'ideal' (KL(p_ideal || p_noisy), the ideal pass's predictions a fixed teacher: TRADES's
+    consistency form); lam's rule reads the cross-entropies either way."""
     protect_digital: bool = False
     """auto-halora: where the noisy loss's gradient opposes the ideal loss's (negative inner
     product), drop its component along the ideal gradient, so that to first order no step
@@ -117,6 +124,10 @@ class TrainConfig:
             raise ValueError("reprogram_every must be >= 1")
         if self.min_window < 1:
             raise ValueError("min_window must be >= 1")
+        if self.average_tail and self.restore_best:
+            raise ValueError("average_tail and restore_best both choose the final weights")
+        if self.noisy_target not in ("labels", "ideal"):
+            raise ValueError(f"noisy_target must be 'labels' or 'ideal', got {self.noisy_target!r}")
         if self.lam_rule not in ("share", "accuracy"):
             raise ValueError(f"lam_rule must be 'share' or 'accuracy', got {self.lam_rule!r}")
         if not (math.isfinite(self.kl_scale) and self.kl_scale >= 0):
@@ -147,6 +158,10 @@ class TrainConfig:
                     fields["restore_best"] = True
             if self.protect_digital:  # absent when off, so earlier adapter keys still hold
                 fields["protect_digital"] = True
+            if self.noisy_target != "labels":
+                fields["noisy_target"] = self.noisy_target
+            if self.average_tail:
+                fields["average_tail"] = True
             if not self.auto_scalars:
                 fields["lam"] = self.lam
             else:
@@ -157,7 +172,8 @@ class TrainConfig:
         """The fields every method shares."""
         shared = {"lam", "mu", "noise_card", "noise_sigma", "reprogram_every", "kl_scale",
                   "split_rank", "auto_scalars", "auto_lr", "lam_rule", "restore_best",
-                  "min_window", "protect_digital"}  # fmt: skip
+                  "min_window", "protect_digital", "noisy_target",
+                  "average_tail"}  # fmt: skip
         return {k: v for k, v in to_dict(self).items() if k not in shared}
 
 
@@ -265,6 +281,7 @@ def train_steps(
                     weigh=auto.weights if auto is not None else None,
                     split=method == "auto-halora" and config.split_rank,
                     protect=method == "auto-halora" and config.protect_digital,
+                    consistency=method == "auto-halora" and config.noisy_target == "ideal",
                 )
                 extra = regulariser() if regulariser is not None else None
                 if extra is not None:
