@@ -65,7 +65,13 @@ AutoLoRa also restores the best weights so far at a halving and ends on the best
 weights (``restore_best``, off by default): on 64 validation examples over cimsim's short runs
 the best value is often an early one by chance (SmolLM2 on movie reviews: values 0.55-0.68 from
 one quarter epoch to the next, the best after step 12 of 32), and ending there threw away the
-last 20 steps (2.7 points under noise against halora).
+last 20 steps (2.7 points under noise against halora). ``average_tail`` (off by default) ends
+instead on the mean of the weights after every step of the second half of training (the uniform
+average of stochastic weight averaging, Izmailov et al., "Averaging Weights Leads to Wider
+Optima and Better Generalization", arXiv 1803.05407), which chooses nothing on a noisy
+validation value. On SmolLM2's movie reviews it kept the digital model that the last weights
+lose; on BBC News, where the ideal loss still halves over the third quarter of the run, the
+average lags behind the last weights (docs/results.md, "auto-halora").
 
 ``lam_rule = "accuracy"`` is AutoLoRa's scalar rule (lam = a, the ideal pass's training accuracy
 over the same window; with ``kl_scale = 6`` its KL weight 6a), and ``split_rank`` maps AutoLoRa's
@@ -83,7 +89,7 @@ itself traces (docs/results.md, "auto-halora").
 
 ``auto_scalars`` and ``auto_lr`` switch the rule and the schedule off: without the scalars the
 weights are ``lam`` and ``kl = 0``; without the schedule the rate stays ``lr`` and nothing is
-validated. With both off (and no split) the method is ``halora`` step for step.
+validated. With both off (and no split, no average) the method is ``halora`` step for step.
 """
 
 from __future__ import annotations

@@ -125,7 +125,9 @@ class TrainConfig:
         if self.min_window < 1:
             raise ValueError("min_window must be >= 1")
         if self.average_tail and self.restore_best:
-            raise ValueError("average_tail and restore_best both choose the final weights")
+            raise ValueError(
+                "average_tail and restore_best both choose the final weights: turn one off"
+            )
         if self.noisy_target not in ("labels", "ideal"):
             raise ValueError(f"noisy_target must be 'labels' or 'ideal', got {self.noisy_target!r}")
         if self.lam_rule not in ("share", "accuracy"):
@@ -160,7 +162,7 @@ class TrainConfig:
                 fields["protect_digital"] = True
             if self.noisy_target != "labels":
                 fields["noisy_target"] = self.noisy_target
-            if self.average_tail:
+            if self.average_tail:  # absent when off, so earlier adapter keys still hold
                 fields["average_tail"] = True
             if not self.auto_scalars:
                 fields["lam"] = self.lam
