@@ -192,6 +192,9 @@ def test_the_rule_shapes_the_adapter_key(tiny_bert_dir: Path, topic_task_file: P
     assert key("halora") == key("halora", protect_digital=True)  # auto-halora's alone
     assert key("auto-halora") != key("auto-halora", noisy_target="ideal")
     assert key("auto-halora") != key("auto-halora", average_tail=True)
+    on = {"average_tail": True}
+    assert key("auto-halora", **on) != key("auto-halora", **on, average_start=0.75)
+    assert key("auto-halora") == key("auto-halora", average_start=0.75)  # no average, no start
     assert key("auto-halora") != key("auto-halora", lam_rule="accuracy")
     assert key("lora") == key("lora", kl_scale=3.0, auto_lr=False)  # unused by plain lora
     with pytest.raises(ValueError, match="kl_scale"):
@@ -353,11 +356,13 @@ def test_the_consistency_target_trains_the_noisy_pass_towards_the_ideal_predicti
         TrainConfig(noisy_target="chip")
 
 
-def test_average_tail_ends_on_the_mean_of_the_second_halfs_weights(
-    tiny_bert_dir: Path, topic_task_file: Path
+@pytest.mark.parametrize("start, first", [(0.5, 6), (0.75, 9)])
+def test_average_tail_ends_on_the_mean_of_the_weights_from_its_start(
+    tiny_bert_dir: Path, topic_task_file: Path, start: float, first: int
 ) -> None:
     task = load_task(str(topic_task_file))
-    config = replace(CONFIG, average_tail=True)  # 12 steps: the mean after steps 7..12
+    # 12 steps: the mean of the weights after steps 7..12 (0.5) or 10..12 (0.75)
+    config = replace(CONFIG, average_tail=True, average_start=start)
     loaded = load_model(str(tiny_bert_dir))
     init_lora(loaded.model, LORA, seed=0)
     scorer = make_scorer(loaded, max_length=16)
@@ -369,10 +374,13 @@ def test_average_tail_ends_on_the_mean_of_the_second_halfs_weights(
 
     log = train_steps(scorer, loaded.model, task_batches(task, config), config, "auto-halora",
                       after_step=keep)  # fmt: skip
-    assert [step.get("averaged") for step in log] == [None] * 6 + [1, 2, 3, 4, 5, 6]
+    counts = [None] * first + list(range(1, 13 - first))
+    assert [step.get("averaged") for step in log] == counts
     for name, p in params.items():
-        mean = torch.stack([weights[name] for weights in seen[6:]]).mean(0)
+        mean = torch.stack([weights[name] for weights in seen[first:]]).mean(0)
         assert torch.allclose(p, mean, atol=1e-6), name
         assert not torch.allclose(p, seen[-1][name])  # not the last weights
     with pytest.raises(ValueError, match="average_tail"):
         TrainConfig(average_tail=True, restore_best=True)
+    with pytest.raises(ValueError, match="average_start"):
+        TrainConfig(average_start=1.0)

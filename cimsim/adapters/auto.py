@@ -265,7 +265,8 @@ class AutoSchedule:
         """What the rule chose and read at this step, for the training log."""
         self.step += 1
         record = {**self.record, "lr": self.optimiser.param_groups[0]["lr"]}
-        if self.config.average_tail and self.step > self.total // 2:
+        start = int(self.total * self.config.average_start)
+        if self.config.average_tail and self.step > start:
             self._accumulate()
             record["averaged"] = self.averaged
         if self.step in self.lr_steps[1:]:
@@ -274,7 +275,7 @@ class AutoSchedule:
 
     def finish(self) -> None:
         """With ``restore_best``, end on the best weights the validation saw; with
-        ``average_tail``, on the mean of the weights after each step of the second half."""
+        ``average_tail``, on the mean of the weights after each step from ``average_start``."""
         if self.lr_steps and self.config.restore_best:
             self._load(self.best_weights)
         if self.config.average_tail:

@@ -98,6 +98,9 @@ class TrainConfig:
     average_tail: bool = False
     """auto-halora: end on the mean of the weights after every step of the second half of
     training (a uniform weight average, as stochastic weight averaging) instead of the last."""
+    average_start: float = 0.5
+    """auto-halora with average_tail: the fraction of the steps after which the weights are
+    averaged (0.5: the second half)."""
     noisy_target: str = "labels"
     """auto-halora: what the noisy pass is trained towards, 'labels' (cross-entropy, halora's)
     or 'ideal' (KL(p_ideal || p_noisy), the ideal pass's predictions a fixed teacher: TRADES's
@@ -128,6 +131,8 @@ class TrainConfig:
             raise ValueError(
                 "average_tail and restore_best both choose the final weights: turn one off"
             )
+        if not 0 <= self.average_start < 1:
+            raise ValueError(f"average_start must be in [0, 1), got {self.average_start}")
         if self.noisy_target not in ("labels", "ideal"):
             raise ValueError(f"noisy_target must be 'labels' or 'ideal', got {self.noisy_target!r}")
         if self.lam_rule not in ("share", "accuracy"):
@@ -164,6 +169,8 @@ class TrainConfig:
                 fields["noisy_target"] = self.noisy_target
             if self.average_tail:  # absent when off, so earlier adapter keys still hold
                 fields["average_tail"] = True
+                if self.average_start != 0.5:
+                    fields["average_start"] = self.average_start
             if not self.auto_scalars:
                 fields["lam"] = self.lam
             else:
@@ -175,7 +182,7 @@ class TrainConfig:
         shared = {"lam", "mu", "noise_card", "noise_sigma", "reprogram_every", "kl_scale",
                   "split_rank", "auto_scalars", "auto_lr", "lam_rule", "restore_best",
                   "min_window", "protect_digital", "noisy_target",
-                  "average_tail"}  # fmt: skip
+                  "average_tail", "average_start"}  # fmt: skip
         return {k: v for k, v in to_dict(self).items() if k not in shared}
 
 
