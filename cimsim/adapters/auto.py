@@ -232,8 +232,9 @@ class AutoSchedule:
         quarter = window_size(max(1, len(batches) // config.epochs))
         self.window = TrainingWindow(quarter)
         self.step = 0
-        self.total = len(batches)
-        self.average: dict[str, torch.Tensor] = {}  # kept only with average_tail
+        # with average_tail: the step after which the weights are averaged, and their mean
+        self.average_after = int(len(batches) * config.average_start)
+        self.average: dict[str, torch.Tensor] = {}
         self.averaged = 0
         self.record: dict[str, float] = {}
         self.lr_steps: list[int] = []
@@ -265,8 +266,7 @@ class AutoSchedule:
         """What the rule chose and read at this step, for the training log."""
         self.step += 1
         record = {**self.record, "lr": self.optimiser.param_groups[0]["lr"]}
-        start = int(self.total * self.config.average_start)
-        if self.config.average_tail and self.step > start:
+        if self.config.average_tail and self.step > self.average_after:
             self._accumulate()
             record["averaged"] = self.averaged
         if self.step in self.lr_steps[1:]:
