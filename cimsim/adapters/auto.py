@@ -70,8 +70,8 @@ instead on the mean of the weights after every step of the second half of traini
 average of stochastic weight averaging, Izmailov et al., "Averaging Weights Leads to Wider
 Optima and Better Generalization", arXiv 1803.05407), which chooses nothing on a noisy
 validation value. On SmolLM2's movie reviews it kept the digital model that the last weights
-lose; on BBC News, where the ideal loss still halves over the third quarter of the run, the
-average lags behind the last weights (docs/results.md, "auto-halora").
+lose; on BBC News, where the ideal loss still halves from the run's second quarter to its
+third, the average lags behind the last weights (docs/results.md, "auto-halora").
 
 ``lam_rule = "accuracy"`` is AutoLoRa's scalar rule (lam = a, the ideal pass's training accuracy
 over the same window; with ``kl_scale = 6`` its KL weight 6a), and ``split_rank`` maps AutoLoRa's
