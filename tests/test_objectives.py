@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,26 @@ def test_adapter_key_separates_methods_and_ignores_unused_fields(
     assert key("halora") != key("halora", lam=0.9)
     assert key("noise-aware") == key("noise-aware", mu=0.5)
     assert base.objective_fields("lora") == {}
+
+
+def test_every_objective_field_shapes_some_method_and_no_other_field_is_left_out() -> None:
+    # A field either shapes every method's key (base) or shows in the
+    # objective fields of some method: none is dropped from every key.
+    values = {
+        "lam": 0.3, "mu": 0.5, "noise_card": "pcm", "noise_sigma": 0.02, "reprogram_every": 2,
+        "kl_scale": 6.0, "split_rank": True, "auto_scalars": False, "lam_rule": "accuracy",
+        "auto_lr": True, "min_window": 2, "restore_best": True, "average_tail": False,
+        "average_start": 0.25, "noisy_target": "ideal", "protect_digital": True,
+    }  # fmt: skip
+    config = TrainConfig(**values)
+    shaped = set(config.base())
+    for method in ("lora", "noise-aware", "halora", "auto-halora"):
+        shaped |= set(config.objective_fields(method))
+    shaped |= set(dataclasses.replace(config, auto_scalars=True).objective_fields("auto-halora"))
+    averaged = dataclasses.replace(config, average_tail=True, restore_best=False)
+    shaped |= set(averaged.objective_fields("auto-halora"))
+    assert shaped == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(config.base()).isdisjoint(values)
 
 
 def test_reprogram_every_keeps_one_chip_for_that_many_steps(setup) -> None:

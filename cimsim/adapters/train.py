@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -45,6 +46,15 @@ from cimsim.eval.tasks import Task
 TRAINER_VERSION = 1
 SIDECAR = "cimsim_training.json"
 
+_T = TypeVar("_T")
+
+
+def _objective(default: _T) -> _T:
+    """A ``TrainConfig`` field that shapes some methods' objectives and no other method's
+    adapter: out of :meth:`TrainConfig.base`; :meth:`TrainConfig.objective_fields` says which
+    methods it shapes."""
+    return dataclasses.field(default=default, metadata={"objective": True})
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -62,50 +72,50 @@ class TrainConfig:
     """AdamW weight decay."""
     seed: int = 0
     """Seeds the LoRA init, the subsample, the batch order and the training chips."""
-    lam: float = 0.5
+    lam: float = _objective(0.5)
     """halora: weight of the noisy loss, (1 - lam) L_ideal + lam L_noisy."""
-    mu: float = 1e-3
+    mu: float = _objective(1e-3)
     """halora: weight of the spectral regulariser ||A A^T||_2 + ||B^T B||_2."""
-    noise_card: str = "channel"
+    noise_card: str = _objective("channel")
     """noise-aware, halora: device card of the training noise (independent of evaluation)."""
-    noise_sigma: float = 0.05
+    noise_sigma: float = _objective(0.05)
     """noise-aware, halora: sigma of the training noise, in the card's unit."""
-    reprogram_every: int = 1
+    reprogram_every: int = _objective(1)
     """noise-aware, halora: program a fresh training chip every this many steps (1: every step,
     HaLoRA's setting; larger is cheaper per step but gives fewer noise draws)."""
-    kl_scale: float = 0.0
+    kl_scale: float = _objective(0.0)
     """auto-halora: s in the weight s * lam of a KL(p_ideal || p_noisy) term (AutoLoRa's and
     TRADES' s is 6; 0: no KL term)."""
-    split_rank: bool = False
+    split_rank: bool = _objective(False)
     """auto-halora: the ideal pass trains the first half of the branch's rank, the noisy pass
     the second (AutoLoRa's two parameter sets; off: both passes train the whole branch)."""
-    auto_scalars: bool = True
+    auto_scalars: bool = _objective(True)
     """auto-halora: set lam and the KL weight s * lam every step by ``lam_rule`` (off: lam
     fixed, no KL)."""
-    lam_rule: str = "share"
+    lam_rule: str = _objective("share")
     """auto-halora: 'share', lam = (L_noisy - L_ideal) / (2 L_noisy), half the noise's share of
     the noisy loss over the last quarter epoch; 'accuracy', lam = a, the ideal pass's training
     accuracy (AutoLoRa's rule)."""
-    auto_lr: bool = True
+    auto_lr: bool = _objective(True)
     """auto-halora: halve the learning rate at AutoLoRa's checkpoints when the validation loss
     stalls (off: lr throughout, no validation)."""
-    min_window: int = MIN_WINDOW
+    min_window: int = _objective(MIN_WINDOW)
     """auto-halora with auto_lr: the fewest validations a checkpoint's window holds (AutoLoRa's
     checkpoints closer than that to the one before are dropped; 1 keeps them all)."""
-    restore_best: bool = False
+    restore_best: bool = _objective(False)
     """auto-halora with auto_lr: restore the best weights the validation saw at every halving
     and at the end (AutoLoRa's rule)."""
-    average_tail: bool = False
+    average_tail: bool = _objective(False)
     """auto-halora: end on the mean of the weights after every step of the second half of
     training (a uniform weight average, as stochastic weight averaging) instead of the last."""
-    average_start: float = 0.5
+    average_start: float = _objective(0.5)
     """auto-halora with average_tail: the fraction of the steps after which the weights are
     averaged (0.5: the second half)."""
-    noisy_target: str = "labels"
+    noisy_target: str = _objective("labels")
     """auto-halora: what the noisy pass is trained towards, 'labels' (cross-entropy, halora's)
     or 'ideal' (KL(p_ideal || p_noisy), the ideal pass's predictions a fixed teacher: TRADES's
     consistency form); lam's rule reads the cross-entropies either way."""
-    protect_digital: bool = False
+    protect_digital: bool = _objective(False)
     """auto-halora: where the noisy loss's gradient opposes the ideal loss's (negative inner
     product), drop its component along the ideal gradient, so that to first order no step
     raises the digital model's loss for the noise's sake (off: the weighted sum as halora)."""
@@ -178,12 +188,12 @@ class TrainConfig:
         return fields
 
     def base(self) -> dict[str, object]:
-        """The fields every method shares."""
-        shared = {"lam", "mu", "noise_card", "noise_sigma", "reprogram_every", "kl_scale",
-                  "split_rank", "auto_scalars", "auto_lr", "lam_rule", "restore_best",
-                  "min_window", "protect_digital", "noisy_target",
-                  "average_tail", "average_start"}  # fmt: skip
-        return {k: v for k, v in to_dict(self).items() if k not in shared}
+        """The fields every method shares (those not declared with ``_objective``)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if not f.metadata.get("objective")
+        }
 
 
 def init_lora(model: nn.Module, lora: LoraConfig, seed: int) -> list[str]:
