@@ -560,6 +560,8 @@ def test_compare_with_one_chip_instance_writes_its_tables(
     table = pd.read_csv(out / "comparison.csv")
     assert (table["n"] == 1).all()
     assert "| halora |" in (out / "comparison.md").read_text()
+    assert "| halora − lora |" in (out / "comparison.md").read_text()  # no spread: dashes
+    assert pd.read_csv(out / "comparison_pairs.csv")["paired_se"].isna().all()
     assert (out / "comparison.png").read_bytes().startswith(PNG_MAGIC)
 
 
@@ -577,6 +579,70 @@ def test_the_comparison_table_bolds_every_method_tied_for_best() -> None:
     assert "| noise-aware | **0.850 ± 0.010** | **0.950** |" in markdown
     assert "| halora | 0.800 ± 0.020 | **0.950** |" in markdown
     assert to_latex(table, "sigma", "× max|W[row,:]|").count(r"\mathbf") == 4
+
+
+def _points(accuracy: dict[str, list[list[float]]], digital: dict[str, float]) -> pd.DataFrame:
+    """A comparison's rows: ``accuracy[method][value_index][instance]`` at values 0.02, 0.04, ..."""
+    rows = [
+        {"method": m, "card": "channel", "value": 0.02 * (v + 1), "instance": i, "accuracy": a}
+        for m, grid in accuracy.items()
+        for v, chips in enumerate(grid)
+        for i, a in enumerate(chips)
+    ]
+    rows += [
+        {"method": m, "card": "digital", "value": None, "instance": -1, "accuracy": a}
+        for m, a in digital.items()
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_paired_differences_follow_their_formulas() -> None:
+    import numpy as np
+    from scipy import stats
+
+    from cimsim.runs.compare import paired_differences, pairs_markdown
+
+    a = [[0.80, 0.70, 0.75], [0.60, 0.50, 0.58]]
+    b = [[0.84, 0.71, 0.80], [0.65, 0.52, 0.60]]
+    pairs = paired_differences(_points({"a": a, "b": b}, {"a": 0.9, "b": 0.88}), ("a", "b"))
+    assert len(pairs) == 1
+    row = pairs.iloc[0]
+    chips_a, chips_b = np.mean(a, axis=0), np.mean(b, axis=0)  # each chip's average over values
+    d = chips_b - chips_a
+    assert (row["method"], row["reference"], row["chips"]) == ("b", "a", 3)
+    assert row["difference"] == pytest.approx(d.mean())
+    sem = lambda x: x.std(ddof=1) / np.sqrt(len(x))  # noqa: E731
+    assert row["combined_se"] == pytest.approx(np.hypot(sem(chips_a), sem(chips_b)))
+    assert row["paired_se"] == pytest.approx(sem(d))
+    half = stats.t.ppf(0.975, 2) * sem(d)
+    assert (row["low"], row["high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert row["digital_difference"] == pytest.approx(-0.02)
+    assert "| b − a | +0.032 |" in pairs_markdown(pairs)
+    assert "| −0.020 |" in pairs_markdown(pairs)
+    three = paired_differences(_points({"a": a, "b": b, "c": a}, {}), ("a", "b", "c"))
+    pairs3 = list(zip(three["method"], three["reference"], strict=True))
+    assert pairs3 == [("b", "a"), ("c", "a"), ("c", "b")]
+
+
+def test_the_paired_interval_covers_the_true_difference_at_its_level() -> None:
+    """Chips that share an effect across methods (what pairing removes) and a true difference
+    of 0.01: the 95 % paired interval covers it in 95 % of simulated comparisons, while the
+    combined standard error is the larger, as the pairing promises."""
+    import numpy as np
+
+    from cimsim.runs.compare import paired_differences
+
+    rng = np.random.default_rng(7)
+    runs, covered, wider = 1500, 0, 0
+    for _ in range(runs):
+        chip = rng.normal(0.7, 0.05, size=(2, 5))  # (values, chips): shared by both methods
+        a = chip + rng.normal(0, 0.01, size=chip.shape)
+        b = chip + 0.01 + rng.normal(0, 0.01, size=chip.shape)
+        row = paired_differences(_points({"a": a.tolist(), "b": b.tolist()}, {}), ("a", "b"))
+        covered += int(row["low"].iloc[0] <= 0.01 <= row["high"].iloc[0])
+        wider += int(row["combined_se"].iloc[0] > row["paired_se"].iloc[0])
+    assert 0.93 <= covered / runs <= 0.97  # binomial sd 0.006 around 0.95
+    assert wider / runs > 0.95
 
 
 def test_rows_pair_each_chip_with_digital_and_the_report_counts_passing_chips(

@@ -8,17 +8,23 @@ chip instances: the comparison is paired. ``write_comparison`` then writes, from
 * ``comparison.md`` and ``comparison.tex`` — the paper table: accuracy per value per method as
   mean ± std over chips, the digital column and the mean over values (± sem over chips of each
   chip's average, the paired unit), best per column in bold;
+* ``comparison_pairs.csv`` and a second table in ``comparison.md`` — every method against every
+  earlier one: the difference of the means over values with its combined and its paired standard
+  error and a paired 95 % interval (:func:`paired_differences`);
 * ``comparison.png`` / ``.pdf`` — one figure, a curve and band per method.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from cimsim.chip.cards import DeviceCard
 from cimsim.core.config import config_hash
@@ -39,6 +45,11 @@ from cimsim.runs.statistics import summarize
 from cimsim.runs.sweep import SweepConfig, run_sweep
 
 STEM = "comparison"
+PAIRS_FILE = f"{STEM}_pairs.csv"
+PAIR_COLUMNS = (
+    "method", "reference", "difference", "combined_se", "paired_se", "low", "high", "confidence",
+    "chips", "digital_difference",
+)  # fmt: skip
 
 
 @one_writer
@@ -112,6 +123,84 @@ def comparison_table(points: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("method")
 
 
+def paired_differences(
+    points: pd.DataFrame, methods: tuple[str, ...], confidence: float = 0.95
+) -> pd.DataFrame:
+    """Every method against every earlier one in ``methods`` (later − earlier), on each chip's
+    average over values (the table's unit; chip k of one method met chip k of the other, as
+    chip seeds do not depend on the method): the difference of the two means; its combined
+    standard error, the two sems in quadrature (as if the chips were independent: the yardstick
+    for "within the standard error"); its paired standard error, the sem of the per-chip
+    differences; the Student-t interval at ``confidence`` on that paired difference; the number
+    of chips; and the difference of the digital accuracies. With one chip the spreads are NaN."""
+    noisy = points[points["card"] != "digital"]
+    chips = {m: noisy[noisy["method"] == m].groupby("instance")["accuracy"].mean() for m in methods}
+    digital = {
+        m: points.loc[(points["card"] == "digital") & (points["method"] == m), "accuracy"]
+        for m in methods
+    }
+    rows = []
+    for j, method in enumerate(methods):
+        for reference in methods[:j]:
+            a, b = chips[method], chips[reference]
+            both = a.index.intersection(b.index)
+            d = (a[both] - b[both]).to_numpy(dtype=float)
+            n = len(d)
+            paired = _sem(d)
+            half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * paired if n > 1 else paired
+            da, db = digital[method], digital[reference]
+            rows.append(
+                {
+                    "method": method,
+                    "reference": reference,
+                    "difference": float(a[both].mean() - b[both].mean()),
+                    "combined_se": math.hypot(_sem(a[both].to_numpy()), _sem(b[both].to_numpy())),
+                    "paired_se": paired,
+                    "low": float(d.mean() - half),
+                    "high": float(d.mean() + half),
+                    "confidence": confidence,
+                    "chips": n,
+                    "digital_difference": (
+                        float(da.iloc[0] - db.iloc[0]) if len(da) and len(db) else float("nan")
+                    ),
+                }
+            )
+    return pd.DataFrame(rows, columns=list(PAIR_COLUMNS))
+
+
+def _sem(values: np.ndarray) -> float:
+    """The standard error of the mean (NaN for fewer than two values)."""
+    return float(values.std(ddof=1) / len(values) ** 0.5) if len(values) > 1 else float("nan")
+
+
+def pairs_markdown(pairs: pd.DataFrame) -> str:
+    """The paired differences as a Markdown table (empty for a single method)."""
+    if pairs.empty:
+        return ""
+    level = f"{pairs['confidence'].iloc[0]:.0%}".replace("%", " %")
+    lines = [
+        "Differences of the mean over values, later method − earlier, on the same chips "
+        f"({int(pairs['chips'].iloc[0])} per value): combined se treats the two methods' chips "
+        f"as independent; the paired se and the {level} t-interval use each chip's difference.",
+        "",
+        f"| difference | mean over values | combined se | paired se | {level} interval (paired) "
+        "| digital |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def number(x: float, sign: str = "+") -> str:  # NaN (one chip: no spread) as a dash
+        return "–" if math.isnan(x) else f"{x:{sign}.3f}".replace("-", "−")
+
+    for row in pairs.to_dict("records"):
+        lines.append(
+            f"| {row['method']} − {row['reference']} | {number(row['difference'])} "
+            f"| {number(row['combined_se'], '')} | {number(row['paired_se'], '')} "
+            f"| [{number(row['low'])}, {number(row['high'])}] "
+            f"| {number(row['digital_difference'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _best(table: pd.DataFrame, column: str) -> set[str]:
     """The methods with the column's highest mean as printed (3 decimals): ties are all best."""
     values = table[column].map(lambda cell: cell[0] if isinstance(cell, tuple) else cell)
@@ -173,9 +262,13 @@ def write_comparison(out_dir: Path, methods: tuple[str, ...], budget: float = 0.
     unit = str(units.iloc[0]) if len(units) else ""
     flat = summarize(points)
     write_atomic(out_dir / COMPARISON_FILE, flat.to_csv(index=False))
-    write_atomic(out_dir / f"{STEM}.md", to_markdown(table, varied, unit))
+    pairs = paired_differences(points, tuple(methods))
+    write_atomic(out_dir / PAIRS_FILE, pairs.to_csv(index=False))
+    markdown = to_markdown(table, varied, unit)
+    if not pairs.empty:
+        markdown += "\n" + pairs_markdown(pairs)
+    write_atomic(out_dir / f"{STEM}.md", markdown)
     write_atomic(out_dir / f"{STEM}.tex", to_latex(table, varied, unit))
     figure = plot_sweep(points, budget=budget, title="methods on the same chip instances")
-    return [out_dir / f"{STEM}.{ext}" for ext in ("csv", "md", "tex")] + save_figure(
-        figure, out_dir / STEM
-    )
+    tables = [out_dir / f"{STEM}.{ext}" for ext in ("csv", "md", "tex")] + [out_dir / PAIRS_FILE]
+    return tables + save_figure(figure, out_dir / STEM)
