@@ -41,7 +41,7 @@ from cimsim.runs.results import (
     points_frame,
     read_points,
 )
-from cimsim.runs.statistics import summarize
+from cimsim.runs.statistics import digital_accuracy, summarize
 from cimsim.runs.sweep import SweepConfig, run_sweep
 
 STEM = "comparison"
@@ -101,24 +101,28 @@ def comparison_points(out_dir: Path, methods: tuple[str, ...]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def chip_averages(points: pd.DataFrame, method: str) -> pd.Series:
+    """``method``'s accuracy on each chip averaged over the values, by instance: the paired unit
+    (chip k of one method met chip k of another at every value)."""
+    noisy = points[(points["card"] != "digital") & (points["method"] == method)]
+    return noisy.groupby("instance")["accuracy"].mean()
+
+
 def comparison_table(points: pd.DataFrame) -> pd.DataFrame:
     """One row per method: digital accuracy, (mean, std) per value, and the mean over values
     with the sem over chips of each chip's average."""
     summary = summarize(points)
-    noisy = points[points["card"] != "digital"]
     rows = []
     for method, curve in summary.groupby("method", sort=False):
-        digital = points[(points["card"] == "digital") & (points["method"] == method)]
-        per_chip = noisy[noisy["method"] == method].groupby("instance")["accuracy"].mean()
-        chips = per_chip.to_numpy(dtype=float)  # (instances,): each chip's average over values
+        digital = digital_accuracy(points, str(method))
+        chips = chip_averages(points, str(method)).to_numpy(dtype=float)  # (instances,)
         row: dict[str, object] = {
             "method": method,
-            "digital": float(digital["accuracy"].iloc[0]) if len(digital) else float("nan"),
+            "digital": digital if digital is not None else float("nan"),
         }
         for value, mean, std, n in curve[["value", "mean", "std", "n"]].to_numpy().tolist():
             row[f"{value:g}"] = (mean, std, int(n))
-        sem = chips.std(ddof=1) / len(chips) ** 0.5 if len(chips) > 1 else float("nan")
-        row["mean"] = (float(chips.mean()), float(sem), len(chips))
+        row["mean"] = (float(chips.mean()), _sem(chips), len(chips))
         rows.append(row)
     return pd.DataFrame(rows).set_index("method")
 
@@ -133,12 +137,8 @@ def paired_differences(
     for "within the standard error"); its paired standard error, the sem of the per-chip
     differences; the Student-t interval at ``confidence`` on that paired difference; the number
     of chips; and the difference of the digital accuracies. With one chip the spreads are NaN."""
-    noisy = points[points["card"] != "digital"]
-    chips = {m: noisy[noisy["method"] == m].groupby("instance")["accuracy"].mean() for m in methods}
-    digital = {
-        m: points.loc[(points["card"] == "digital") & (points["method"] == m), "accuracy"]
-        for m in methods
-    }
+    chips = {m: chip_averages(points, m) for m in methods}
+    digital = {m: digital_accuracy(points, m) for m in methods}
     rows = []
     for j, method in enumerate(methods):
         for reference in methods[:j]:
@@ -161,7 +161,7 @@ def paired_differences(
                     "confidence": confidence,
                     "chips": n,
                     "digital_difference": (
-                        float(da.iloc[0] - db.iloc[0]) if len(da) and len(db) else float("nan")
+                        da - db if da is not None and db is not None else float("nan")
                     ),
                 }
             )
