@@ -133,7 +133,7 @@ def test_run_publishes_a_comparison(
     assert main([*argv, "--cache-dir", str(tmp_path / "cache")]) == 0
     target = figures / "tiny-compare"
     assert "| halora |" in (target / "comparison.md").read_text()
-    for name in ("comparison.tex", "comparison.png", "experiment.toml"):
+    for name in ("comparison.tex", "comparison.png", "comparison_pairs.csv", "experiment.toml"):
         assert (target / name).is_file()
     for method in ("lora", "halora"):
         assert (target / method / "results.csv").is_file()

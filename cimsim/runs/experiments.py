@@ -51,6 +51,7 @@ from cimsim.core.config import field_value
 from cimsim.core.errors import CimsimError
 from cimsim.core.io import read_toml
 from cimsim.eval.config import EvalConfig
+from cimsim.runs.compare import PAIRS_FILE, STEM
 from cimsim.runs.sweep import METHODS, SweepConfig, parse_axis
 from cimsim.runs.tolerance import SignoffConfig, ToleranceConfig
 
@@ -72,7 +73,10 @@ SIGNOFF_FILES = (
     "yield.png", "yield.pdf", "yield.csv", "summary.json", "results.csv", "config.json",
     "points.jsonl",
 )  # fmt: skip
-COMPARISON_FILES = tuple(f"comparison.{ext}" for ext in ("md", "tex", "csv", "png", "pdf"))
+COMPARISON_FILES = (
+    *(f"{STEM}.{ext}" for ext in ("md", "tex", "csv", "png", "pdf")),
+    PAIRS_FILE,
+)
 
 
 @dataclasses.dataclass(frozen=True)
