@@ -174,11 +174,13 @@ def _sem(values: np.ndarray) -> float:
 
 
 def pairs_markdown(pairs: pd.DataFrame) -> str:
-    """The paired differences as a Markdown table (empty for a single method)."""
+    """The paired differences as a Markdown table after a blank line, to follow the comparison
+    table (empty for a single method)."""
     if pairs.empty:
         return ""
     level = f"{pairs['confidence'].iloc[0]:.0%}".replace("%", " %")
     lines = [
+        "",
         "Differences of the mean over values, later method − earlier, on the same chips "
         f"({int(pairs['chips'].iloc[0])} per value): combined se treats the two methods' chips "
         f"as independent; the paired se and the {level} t-interval use each chip's difference.",
@@ -262,12 +264,9 @@ def write_comparison(out_dir: Path, methods: tuple[str, ...], budget: float = 0.
     unit = str(units.iloc[0]) if len(units) else ""
     flat = summarize(points)
     write_atomic(out_dir / COMPARISON_FILE, flat.to_csv(index=False))
-    pairs = paired_differences(points, tuple(methods))
+    pairs = paired_differences(points, methods)
     write_atomic(out_dir / PAIRS_FILE, pairs.to_csv(index=False))
-    markdown = to_markdown(table, varied, unit)
-    if not pairs.empty:
-        markdown += "\n" + pairs_markdown(pairs)
-    write_atomic(out_dir / f"{STEM}.md", markdown)
+    write_atomic(out_dir / f"{STEM}.md", to_markdown(table, varied, unit) + pairs_markdown(pairs))
     write_atomic(out_dir / f"{STEM}.tex", to_latex(table, varied, unit))
     figure = plot_sweep(points, budget=budget, title="methods on the same chip instances")
     tables = [out_dir / f"{STEM}.{ext}" for ext in ("csv", "md", "tex")] + [out_dir / PAIRS_FILE]
