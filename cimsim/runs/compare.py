@@ -142,22 +142,21 @@ def paired_differences(
     rows = []
     for j, method in enumerate(methods):
         for reference in methods[:j]:
-            a, b = chips[method], chips[reference]
-            both = a.index.intersection(b.index)
-            d = (a[both] - b[both]).to_numpy(dtype=float)
-            n = len(d)
-            paired = _sem(d)
+            both = chips[method].index.intersection(chips[reference].index)
+            a = chips[method][both].to_numpy(dtype=float)  # (chips,), in the same chip order
+            b = chips[reference][both].to_numpy(dtype=float)
+            n, difference, paired = len(a), float((a - b).mean()), _sem(a - b)
             half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * paired if n > 1 else paired
             da, db = digital[method], digital[reference]
             rows.append(
                 {
                     "method": method,
                     "reference": reference,
-                    "difference": float(a[both].mean() - b[both].mean()),
-                    "combined_se": math.hypot(_sem(a[both].to_numpy()), _sem(b[both].to_numpy())),
+                    "difference": difference,
+                    "combined_se": math.hypot(_sem(a), _sem(b)),
                     "paired_se": paired,
-                    "low": float(d.mean() - half),
-                    "high": float(d.mean() + half),
+                    "low": difference - half,
+                    "high": difference + half,
                     "confidence": confidence,
                     "chips": n,
                     "digital_difference": (
