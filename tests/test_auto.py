@@ -162,6 +162,34 @@ def test_with_the_rule_and_the_split_off_auto_halora_is_halora_step_for_step(
         assert torch.equal(value, runs["auto-halora"][1][key]), key
 
 
+def test_the_held_out_share_reads_the_last_validation(
+    tiny_bert_dir: Path, topic_task_file: Path
+) -> None:
+    # the rate kept: the validation runs for lam alone, every quarter epoch
+    config = replace(CONFIG, lam_source="held-out", auto_lr=False, lr=1e-2)
+    task = load_task(str(topic_task_file))
+    loaded = load_model(str(tiny_bert_dir))
+    init_lora(loaded.model, LORA, seed=0)
+    scorer = make_scorer(loaded, max_length=16)
+    batches = task_batches(task, config)
+    card = load_card("channel")
+    before = AutoSchedule(config, batches, scorer, loaded.model, card, _optimiser(scorer))
+    log = pd.DataFrame(train_steps(scorer, loaded.model, batches, config, "auto-halora", card=card))
+    assert log.index[log["validation"].notna()].tolist() == [1, 3, 5, 7, 9, 11]
+    assert (log["lr"] == config.lr).all() and "halved" not in log
+    validated = log[["validation_ideal", "validation_noisy"]].dropna()
+    assert log["validation"].dropna().tolist() == pytest.approx(validated.mean(axis=1).tolist())
+    # before the first validation after training starts, the one before training
+    inputs = [before.held_out_losses] * 2
+    for step in validated.index[:-1]:
+        inputs += [tuple(validated.loc[step])] * 2
+    logged = log[["held_out_ideal", "held_out_noisy"]].to_numpy().ravel().tolist()
+    assert logged == pytest.approx([value for pair in inputs for value in pair])
+    for (ideal, noisy), lam, kl in zip(inputs, log["lam"], log["kl_weight"], strict=True):
+        assert (lam, kl) == pytest.approx(share_weights(ideal, noisy, kl_scale=6.0))
+    assert log["lam"].nunique() > 1  # the validations moved it
+
+
 def test_validation_uses_training_examples_no_batch_holds(topic_task_file: Path) -> None:
     task = load_task(str(topic_task_file))
     batches = task_batches(task, TrainConfig(epochs=1, train_size=24, batch_size=8))
@@ -196,6 +224,9 @@ def test_the_rule_shapes_the_adapter_key(tiny_bert_dir: Path, topic_task_file: P
     assert key("auto-halora", **on) != key("auto-halora", **on, average_start=0.75)
     assert key("auto-halora") == key("auto-halora", average_start=0.75)  # no average, no start
     assert key("auto-halora") != key("auto-halora", lam_rule="accuracy")
+    assert key("auto-halora") != key("auto-halora", lam_source="held-out")
+    held_out = {"lam_rule": "accuracy", "lam_source": "held-out"}  # read by the share rule alone
+    assert key("auto-halora", lam_rule="accuracy") == key("auto-halora", **held_out)
     assert key("lora") == key("lora", kl_scale=3.0, auto_lr=False)  # unused by plain lora
     with pytest.raises(ValueError, match="kl_scale"):
         TrainConfig(kl_scale=math.nan)

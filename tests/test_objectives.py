@@ -127,7 +127,7 @@ def test_every_objective_field_shapes_some_method_and_no_other_field_is_left_out
     values = {
         "lam": 0.3, "mu": 0.5, "noise_card": "pcm", "noise_sigma": 0.02, "reprogram_every": 2,
         "kl_scale": 6.0, "split_rank": True, "auto_scalars": False, "lam_rule": "accuracy",
-        "auto_lr": True, "min_window": 2, "restore_best": True, "average_tail": False,
+        "lam_source": "held-out", "auto_lr": True, "min_window": 2, "restore_best": True, "average_tail": False,
         "average_start": 0.25, "noisy_target": "ideal", "protect_digital": True,
     }  # fmt: skip
     config = TrainConfig(**values)
@@ -135,6 +135,8 @@ def test_every_objective_field_shapes_some_method_and_no_other_field_is_left_out
     for method in ("lora", "noise-aware", "halora", "auto-halora"):
         shaped |= set(config.objective_fields(method))
     shaped |= set(dataclasses.replace(config, auto_scalars=True).objective_fields("auto-halora"))
+    shared = dataclasses.replace(config, auto_scalars=True, lam_rule="share")
+    shaped |= set(shared.objective_fields("auto-halora"))
     averaged = dataclasses.replace(config, average_tail=True, restore_best=False)
     shaped |= set(averaged.objective_fields("auto-halora"))
     assert shaped == {f.name for f in dataclasses.fields(TrainConfig)}

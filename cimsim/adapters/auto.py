@@ -73,6 +73,14 @@ validation value. On SmolLM2's movie reviews it kept the digital model that the 
 lose; on BBC News, where the ideal loss still halves from the run's second quarter to its
 third, the average lags behind the last weights (docs/results.md, "auto-halora").
 
+``lam_source = "held-out"`` reads the share from the validation examples instead of the training
+batches: the two losses of the last validation (ideal, and noisy on the validation chip), so
+lam changes once a quarter epoch. On its own batches the branch's ideal loss falls towards 0 as
+it fits them, and the share of the noisy loss that the noise causes tends to 1 with it, whatever
+the noise costs on examples the branch has not fitted; on held-out examples the ideal loss keeps
+the part of the loss that is the task's, not the noise's. The validation then runs with or
+without ``auto_lr``; only ``auto_lr`` halves the rate.
+
 ``lam_rule = "accuracy"`` is AutoLoRa's scalar rule (lam = a, the ideal pass's training accuracy
 over the same window; with ``kl_scale = 6`` its KL weight 6a), and ``split_rank`` maps AutoLoRa's
 two parameter sets onto the two halves of the branch's rank (the ideal pass's gradient reaches
@@ -237,10 +245,14 @@ class AutoSchedule:
         self.average: dict[str, torch.Tensor] = {}
         self.averaged = 0
         self.record: dict[str, float] = {}
-        self.lr_steps: list[int] = []
-        if config.auto_lr:
-            self.lr_steps = validation_steps(len(batches), quarter)
-            self.marks = checkpoints(len(self.lr_steps) - 1, config.min_window)
+        self.held_out = config.auto_scalars and config.lam_source == "held-out"
+        self.held_out_losses = (0.0, 0.0)  # the last validation's ideal and noisy losses
+        self.validate_at: list[int] = []
+        self.marks: list[int] = [0]
+        if config.auto_lr or self.held_out:
+            self.validate_at = validation_steps(len(batches), quarter)
+            if config.auto_lr:
+                self.marks = checkpoints(len(self.validate_at) - 1, config.min_window)
             self.sets = validation_sets(batches, config.seed)
             self.values: list[float] = []
             self.best_value = math.inf
@@ -255,10 +267,15 @@ class AutoSchedule:
             lam, kl = self.config.lam, 0.0
         elif self.config.lam_rule == "accuracy":
             lam, kl = autolora_weights(accuracy, self.config.kl_scale)
+        elif self.held_out:
+            lam, kl = share_weights(*self.held_out_losses, self.config.kl_scale)
         else:
             lam, kl = share_weights(mean_ideal, mean_noisy, self.config.kl_scale)
         self.record = {"ideal_correct": n_correct, "batch": n, "window_accuracy": accuracy}
         self.record.update(window_ideal=mean_ideal, window_noisy=mean_noisy)
+        if self.held_out:
+            ideal, noisy = self.held_out_losses
+            self.record.update(held_out_ideal=ideal, held_out_noisy=noisy)
         self.record.update(lam=lam, kl_weight=kl)
         return lam, kl
 
@@ -269,14 +286,14 @@ class AutoSchedule:
         if self.config.average_tail and self.step > self.average_after:
             self._accumulate()
             record["averaged"] = self.averaged
-        if self.step in self.lr_steps[1:]:
+        if self.step in self.validate_at[1:]:
             record.update(self._validate())
         return record
 
     def finish(self) -> None:
         """With ``restore_best``, end on the best weights the validation saw; with
         ``average_tail``, on the mean of the weights after each step from ``average_start``."""
-        if self.lr_steps and self.config.restore_best:
+        if self.validate_at and self.config.restore_best:
             self._load(self.best_weights)
         if self.config.average_tail:
             self._load(self.average)
@@ -293,10 +310,12 @@ class AutoSchedule:
                     self.average[name] += (p.detach() - self.average[name]) / self.averaged
 
     def _validate(self) -> dict[str, float]:
-        value = self._validation_value()
+        ideal, noisy = self._validation_losses()
+        self.held_out_losses = (ideal, noisy)
+        value = (ideal + noisy) / 2
         index = len(self.values)
         self.values.append(value)
-        record: dict[str, float] = {"validation": value}
+        record = {"validation": value, "validation_ideal": ideal, "validation_noisy": noisy}
         if value < self.best_value:
             self.best_value = value
             if self.config.restore_best:
@@ -312,14 +331,15 @@ class AutoSchedule:
                 record["halved"] = 1.0
         return record
 
-    def _validation_value(self) -> float:
-        """``(CE_ideal + CE_noisy) / 2`` over the validation examples."""
+    def _validation_losses(self) -> tuple[float, float]:
+        """``(CE_ideal, CE_noisy)`` over the validation examples, the noisy one on the
+        validation chip."""
         ideal = self._loss()
         assert self.card is not None, "auto-halora trains with a noise card"
         noisy = self.card.with_value("sigma", self.config.noise_sigma)
         deploy(self.model, noisy.noise, validation_chip_seed(self.config.seed), noisy.tile)
         try:
-            return (ideal + self._loss()) / 2
+            return ideal, self._loss()
         finally:
             undeploy(self.model, release=False)  # parked, as the training chips are
 

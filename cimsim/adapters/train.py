@@ -96,6 +96,10 @@ class TrainConfig:
     """auto-halora: 'share', lam = (L_noisy - L_ideal) / (2 L_noisy), half the noise's share of
     the noisy loss over the last quarter epoch; 'accuracy', lam = a, the ideal pass's training
     accuracy (AutoLoRa's rule)."""
+    lam_source: str = _objective("batches")
+    """auto-halora with the 'share' rule: where the two losses are read, 'batches' (the last
+    quarter epoch's training batches) or 'held-out' (the validation examples, on the validation
+    chip, at each validation)."""
     auto_lr: bool = _objective(True)
     """auto-halora: halve the learning rate at AutoLoRa's checkpoints when the validation loss
     stalls (off: lr throughout, no validation)."""
@@ -145,6 +149,10 @@ class TrainConfig:
             raise ValueError(f"average_start must be in [0, 1), got {self.average_start}")
         if self.noisy_target not in ("labels", "ideal"):
             raise ValueError(f"noisy_target must be 'labels' or 'ideal', got {self.noisy_target!r}")
+        if self.lam_source not in ("batches", "held-out"):
+            raise ValueError(
+                f"lam_source must be 'batches' or 'held-out', got {self.lam_source!r}"
+            )
         if self.lam_rule not in ("share", "accuracy"):
             raise ValueError(f"lam_rule must be 'share' or 'accuracy', got {self.lam_rule!r}")
         if not (math.isfinite(self.kl_scale) and self.kl_scale >= 0):
@@ -185,6 +193,8 @@ class TrainConfig:
                 fields["lam"] = self.lam
             else:
                 fields["lam_rule"] = self.lam_rule
+                if self.lam_rule == "share" and self.lam_source != "batches":
+                    fields["lam_source"] = self.lam_source  # absent at its default, as above
         return fields
 
     def base(self) -> dict[str, object]:
