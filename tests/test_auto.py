@@ -190,6 +190,28 @@ def test_the_held_out_share_reads_the_last_validation(
     assert log["lam"].nunique() > 1  # the validations moved it
 
 
+def test_validating_between_steps_changes_no_step(tiny_bert_dir: Path, topic_task_file: Path) -> None:
+    # three steps, validated after each: too few validations for a checkpoint, so the rate stays
+    # and the run is halora's, validations and all (no chip, mode or random state left behind)
+    task = load_task(str(topic_task_file))
+    config = TrainConfig(epochs=1, train_size=24, batch_size=8, lam=0.3, noise_sigma=0.2,
+                         auto_scalars=False, auto_lr=True)  # fmt: skip
+    assert checkpoints(len(validation_steps(3)) - 1) == [0]
+    runs = {}
+    for method in ("halora", "auto-halora"):
+        loaded = load_model(str(tiny_bert_dir))
+        init_lora(loaded.model, LORA, seed=0)
+        scorer = make_scorer(loaded, max_length=16)
+        card = load_card("channel")
+        log = train_steps(scorer, loaded.model, task_batches(task, config), config, method, card=card)
+        state = {k: v for k, v in loaded.model.state_dict().items() if "lora_" in k}
+        runs[method] = ([step["loss"] for step in log], state, log)
+    assert runs["auto-halora"][2][-1]["validation"] > 0
+    assert runs["auto-halora"][0] == runs["halora"][0]
+    for key, value in runs["halora"][1].items():
+        assert torch.equal(value, runs["auto-halora"][1][key]), key
+
+
 def test_validation_uses_training_examples_no_batch_holds(topic_task_file: Path) -> None:
     task = load_task(str(topic_task_file))
     batches = task_batches(task, TrainConfig(epochs=1, train_size=24, batch_size=8))

@@ -164,6 +164,11 @@ def plot_training(log: pd.DataFrame, *, ax: Axes | None = None, title: str | Non
     if "window_noisy" in log:
         share = (1 - log["window_ideal"] / log["window_noisy"]).clip(lower=0)
         low.plot(log["step"], share, label="noise's share of the noisy loss (window)")
+    if "validation_noisy" in log and log["validation_noisy"].notna().any():
+        seen = log[log["validation_noisy"].notna()]
+        held_out = (1 - seen["validation_ideal"] / seen["validation_noisy"]).clip(lower=0)
+        low.plot(seen["step"], held_out, "o", markersize=3, color="C1", fillstyle="none",
+                 label="noise's share, validation examples and chip")  # fmt: skip
     low.plot(log["step"], log["lam"], "--", label="lam: noisy loss weight")
     if log["kl_weight"].max() > 0:
         low.plot(log["step"], log["kl_weight"] / log["kl_weight"].max(), ":",
@@ -187,7 +192,9 @@ def plot_training(log: pd.DataFrame, *, ax: Axes | None = None, title: str | Non
         low.axvline(step, color="r", alpha=0.3, linewidth=0.8)
     handles = low.get_legend_handles_labels()
     extra = rate.get_legend_handles_labels()
-    low.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=7, loc="lower right")
+    # below the panel: inside, it hid the lines it names
+    low.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=7, ncols=2,
+               loc="upper center", bbox_to_anchor=(0.5, -0.22))  # fmt: skip
     return figure
 
 
