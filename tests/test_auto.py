@@ -81,15 +81,22 @@ def trained(request, tiny_bert_dir: Path, topic_task_file: Path):
     on and the config."""
     restore, window = request.param
     config = replace(CONFIG, restore_best=restore, min_window=window)
-    task = load_task(str(topic_task_file))
-    loaded = load_model(str(tiny_bert_dir))
+    log, scorer, loaded, batches, card, first = _train(config, tiny_bert_dir, topic_task_file)
+    return log, scorer, loaded, batches, card, first.values[0], config
+
+
+def _train(config: TrainConfig, model_dir: Path, task_file: Path, method: str = "auto-halora"):
+    """``method`` trained from a fresh tiny encoder and branch: its log, the scorer, the model,
+    the batches, the card, and the schedule as it stood before the first step."""
+    task = load_task(str(task_file))
+    loaded = load_model(str(model_dir))
     init_lora(loaded.model, LORA, seed=0)
     scorer = make_scorer(loaded, max_length=16)
     batches = task_batches(task, config)
     card = load_card("channel")
-    start = AutoSchedule(config, batches, scorer, loaded.model, card, _optimiser(scorer))
-    log = train_steps(scorer, loaded.model, batches, config, "auto-halora", card=card)
-    return log, scorer, loaded, batches, card, start.values[0], config
+    first = AutoSchedule(config, batches, scorer, loaded.model, card, _optimiser(scorer))
+    log = train_steps(scorer, loaded.model, batches, config, method, card=card)
+    return log, scorer, loaded, batches, card, first
 
 
 def _optimiser(scorer) -> torch.optim.Optimizer:
@@ -143,20 +150,22 @@ def test_the_rate_halves_only_at_checkpoints_and_training_ends_where_the_rule_sa
     assert again.values[0] == pytest.approx(min(values) if config.restore_best else values[-1])
 
 
+@pytest.mark.parametrize("auto_lr", [False, True], ids=["rate-kept", "validated"])
 def test_with_the_rule_and_the_split_off_auto_halora_is_halora_step_for_step(
-    tiny_bert_dir: Path, topic_task_file: Path
+    auto_lr: bool, tiny_bert_dir: Path, topic_task_file: Path
 ) -> None:
-    task = load_task(str(topic_task_file))
+    # validated: three steps, validated after each, too few validations for a checkpoint, so
+    # the rate stays and the run is halora's validations and all (no chip, mode or random
+    # state left behind)
     off = TrainConfig(epochs=1, train_size=24, batch_size=8, lam=0.3, noise_sigma=0.2,
-                      split_rank=False, auto_scalars=False, auto_lr=False)  # fmt: skip
+                      split_rank=False, auto_scalars=False, auto_lr=auto_lr)  # fmt: skip
+    assert checkpoints(len(validation_steps(3)) - 1) == [0]
     runs = {}
     for method in ("halora", "auto-halora"):
-        loaded = load_model(str(tiny_bert_dir))
-        init_lora(loaded.model, LORA, seed=0)
-        scorer = make_scorer(loaded, max_length=16)
-        log = train_steps(scorer, loaded.model, task_batches(task, off), off, method)
+        log, _, loaded, *_ = _train(off, tiny_bert_dir, topic_task_file, method)
         state = {k: v for k, v in loaded.model.state_dict().items() if "lora_" in k}
-        runs[method] = ([step["loss"] for step in log], state)
+        runs[method] = ([step["loss"] for step in log], state, log)
+    assert ("validation" in runs["auto-halora"][2][-1]) == auto_lr
     assert runs["auto-halora"][0] == runs["halora"][0]
     for key, value in runs["halora"][1].items():
         assert torch.equal(value, runs["auto-halora"][1][key]), key
@@ -167,14 +176,8 @@ def test_the_held_out_share_reads_the_last_validation(
 ) -> None:
     # the rate kept: the validation runs for lam alone, every quarter epoch
     config = replace(CONFIG, lam_source="held-out", auto_lr=False, lr=1e-2)
-    task = load_task(str(topic_task_file))
-    loaded = load_model(str(tiny_bert_dir))
-    init_lora(loaded.model, LORA, seed=0)
-    scorer = make_scorer(loaded, max_length=16)
-    batches = task_batches(task, config)
-    card = load_card("channel")
-    before = AutoSchedule(config, batches, scorer, loaded.model, card, _optimiser(scorer))
-    log = pd.DataFrame(train_steps(scorer, loaded.model, batches, config, "auto-halora", card=card))
+    steps, *_, before = _train(config, tiny_bert_dir, topic_task_file)
+    log = pd.DataFrame(steps)
     assert log.index[log["validation"].notna()].tolist() == [1, 3, 5, 7, 9, 11]
     assert (log["lr"] == config.lr).all() and "halved" not in log
     validated = log[["validation_ideal", "validation_noisy"]].dropna()
@@ -188,28 +191,6 @@ def test_the_held_out_share_reads_the_last_validation(
     for (ideal, noisy), lam, kl in zip(inputs, log["lam"], log["kl_weight"], strict=True):
         assert (lam, kl) == pytest.approx(share_weights(ideal, noisy, kl_scale=6.0))
     assert log["lam"].nunique() > 1  # the validations moved it
-
-
-def test_validating_between_steps_changes_no_step(tiny_bert_dir: Path, topic_task_file: Path) -> None:
-    # three steps, validated after each: too few validations for a checkpoint, so the rate stays
-    # and the run is halora's, validations and all (no chip, mode or random state left behind)
-    task = load_task(str(topic_task_file))
-    config = TrainConfig(epochs=1, train_size=24, batch_size=8, lam=0.3, noise_sigma=0.2,
-                         auto_scalars=False, auto_lr=True)  # fmt: skip
-    assert checkpoints(len(validation_steps(3)) - 1) == [0]
-    runs = {}
-    for method in ("halora", "auto-halora"):
-        loaded = load_model(str(tiny_bert_dir))
-        init_lora(loaded.model, LORA, seed=0)
-        scorer = make_scorer(loaded, max_length=16)
-        card = load_card("channel")
-        log = train_steps(scorer, loaded.model, task_batches(task, config), config, method, card=card)
-        state = {k: v for k, v in loaded.model.state_dict().items() if "lora_" in k}
-        runs[method] = ([step["loss"] for step in log], state, log)
-    assert runs["auto-halora"][2][-1]["validation"] > 0
-    assert runs["auto-halora"][0] == runs["halora"][0]
-    for key, value in runs["halora"][1].items():
-        assert torch.equal(value, runs["auto-halora"][1][key]), key
 
 
 def test_validation_uses_training_examples_no_batch_holds(topic_task_file: Path) -> None:

@@ -150,9 +150,7 @@ class TrainConfig:
         if self.noisy_target not in ("labels", "ideal"):
             raise ValueError(f"noisy_target must be 'labels' or 'ideal', got {self.noisy_target!r}")
         if self.lam_source not in ("batches", "held-out"):
-            raise ValueError(
-                f"lam_source must be 'batches' or 'held-out', got {self.lam_source!r}"
-            )
+            raise ValueError(f"lam_source must be 'batches' or 'held-out', got {self.lam_source!r}")
         if self.lam_rule not in ("share", "accuracy"):
             raise ValueError(f"lam_rule must be 'share' or 'accuracy', got {self.lam_rule!r}")
         if not (math.isfinite(self.kl_scale) and self.kl_scale >= 0):
