@@ -127,8 +127,9 @@ def test_every_objective_field_shapes_some_method_and_no_other_field_is_left_out
     values = {
         "lam": 0.3, "mu": 0.5, "noise_card": "pcm", "noise_sigma": 0.02, "reprogram_every": 2,
         "kl_scale": 6.0, "split_rank": True, "auto_scalars": False, "lam_rule": "accuracy",
-        "lam_source": "held-out", "auto_lr": True, "min_window": 2, "restore_best": True, "average_tail": False,
-        "average_start": 0.25, "noisy_target": "ideal", "protect_digital": True,
+        "lam_source": "held-out", "auto_lr": True, "min_window": 2, "restore_best": True,
+        "average_tail": False, "average_start": 0.25, "noisy_target": "ideal",
+        "protect_digital": True,
     }  # fmt: skip
     config = TrainConfig(**values)
     shaped = set(config.base())
