@@ -296,8 +296,13 @@ def test_the_accuracy_rule_is_autoloras_and_the_share_rule_reads_the_windows_los
         ("accuracy", [(0.75, 4.5), (0.5, 3.0)]),
         ("share", [(0.25, 1.5), (0.125, 0.75)]),
     ):
-        config = TrainConfig(epochs=1, lam_rule=rule, kl_scale=6.0, auto_lr=False)
+        # the held-out source is the share rule's: the accuracy rule reads no validation
+        source = "held-out" if rule == "accuracy" else "batches"
+        config = TrainConfig(
+            epochs=1, lam_rule=rule, lam_source=source, kl_scale=6.0, auto_lr=False
+        )
         schedule = AutoSchedule(config, batches, None, None, None, optimiser)  # type: ignore[arg-type]
+        assert schedule.validate_at == []
         first = schedule.weights(3, 4, 0.5, 1.0)  # share: (1 - 0.5) / 2
         second = schedule.weights(1, 4, 1.0, 1.0)  # share over the window: (1 - 0.75) / 2
         assert first == pytest.approx(expected[0]) and second == pytest.approx(expected[1])
