@@ -247,9 +247,7 @@ class AutoSchedule:
         self.average: dict[str, torch.Tensor] = {}
         self.averaged = 0
         self.record: dict[str, float] = {}
-        self.held_out = (
-            config.auto_scalars and config.lam_rule == "share" and config.lam_source == "held-out"
-        )
+        self.held_out = config.lam_held_out
         self.held_out_losses = (0.0, 0.0)  # the last validation's ideal and noisy losses
         self.validate_at: list[int] = []
         self.marks: list[int] = [0]

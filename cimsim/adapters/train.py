@@ -156,6 +156,12 @@ class TrainConfig:
         if not (math.isfinite(self.kl_scale) and self.kl_scale >= 0):
             raise ValueError(f"kl_scale must be a finite number >= 0, got {self.kl_scale}")
 
+    @property
+    def lam_held_out(self) -> bool:
+        """auto-halora: lam is set by the share rule from the held-out validation losses (the
+        source is the share rule's; fixed scalars and the accuracy rule read no validation)."""
+        return self.auto_scalars and self.lam_rule == "share" and self.lam_source == "held-out"
+
     def load_noise_card(self) -> DeviceCard:
         """The training noise's device card as ``noise_card`` names it, loaded once by the run
         that trains and passed down; a user error if the card refuses ``noise_sigma``."""
@@ -191,8 +197,8 @@ class TrainConfig:
                 fields["lam"] = self.lam
             else:
                 fields["lam_rule"] = self.lam_rule
-                if self.lam_rule == "share" and self.lam_source != "batches":
-                    fields["lam_source"] = self.lam_source  # absent at its default, as above
+                if self.lam_held_out:  # absent at its default, as above
+                    fields["lam_source"] = self.lam_source
         return fields
 
     def base(self) -> dict[str, object]:

@@ -162,11 +162,11 @@ def plot_training(log: pd.DataFrame, *, ax: Axes | None = None, title: str | Non
     low = axes[1]
     low.plot(log["step"], log["window_accuracy"], label="ideal-pass accuracy a (window)")
     if "window_noisy" in log:
-        share = (1 - log["window_ideal"] / log["window_noisy"]).clip(lower=0)
+        share = _share(log["window_ideal"], log["window_noisy"])
         low.plot(log["step"], share, label="noise's share of the noisy loss (window)")
     if "validation_noisy" in log and log["validation_noisy"].notna().any():
         seen = log[log["validation_noisy"].notna()]
-        held_out = (1 - seen["validation_ideal"] / seen["validation_noisy"]).clip(lower=0)
+        held_out = _share(seen["validation_ideal"], seen["validation_noisy"])
         low.plot(seen["step"], held_out, "o", markersize=3, color="C1", fillstyle="none",
                  label="noise's share, validation examples and chip")  # fmt: skip
     low.plot(log["step"], log["lam"], "--", label="lam: noisy loss weight")
@@ -196,6 +196,12 @@ def plot_training(log: pd.DataFrame, *, ax: Axes | None = None, title: str | Non
     low.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=7, ncols=2,
                loc="upper center", bbox_to_anchor=(0.5, -0.22))  # fmt: skip
     return figure
+
+
+def _share(ideal: pd.Series, noisy: pd.Series) -> pd.Series:
+    """The noise's share of the noisy loss, ``1 - ideal / noisy``, at least 0 (lam's rule
+    weighs half of it: :func:`cimsim.adapters.auto.share_weights`)."""
+    return (1 - ideal / noisy).clip(lower=0)
 
 
 def plot_yield(
