@@ -182,7 +182,9 @@ def pairs_markdown(pairs: pd.DataFrame) -> str:
         "",
         "Differences of the mean over values, later method − earlier, on the same chips "
         f"({int(pairs['chips'].iloc[0])} per value): combined se treats the two methods' chips "
-        f"as independent; the paired se and the {level} t-interval use each chip's difference.",
+        f"as independent; the paired se and the {level} t-interval use each chip's difference. "
+        "A trained method is one training run: how far another run of it would land is in "
+        "neither se.",
         "",
         f"| difference | mean over values | combined se | paired se | {level} interval (paired) "
         "| digital |",
