@@ -138,7 +138,10 @@ def test_the_rate_halves_only_at_checkpoints_and_training_ends_where_the_rule_sa
     halved = frame.index[frame.get("halved", pd.Series(0.0, index=frame.index)) == 1.0]
     assert len(halved) > 0
     assert set((halved + 1) // 2) <= set(marks[1:]) and ((halved + 1) % 2 == 0).all()
-    values = [first, *frame["validation"].dropna().tolist()]
+    # the log alone replays every decision: the validation before training is on its first row
+    assert frame["start_validation"].iloc[0] == pytest.approx(first)
+    assert frame["start_validation"].iloc[1:].isna().all()
+    values = [frame["start_validation"].iloc[0], *frame["validation"].dropna().tolist()]
     for mark, previous in zip(marks[1:], marks, strict=False):
         improved = [values[k] < values[k - 1] for k in range(previous + 1, mark + 1)]
         assert (2 * mark - 1 in halved) == halve(improved)
@@ -183,7 +186,9 @@ def test_the_held_out_share_reads_the_last_validation(
     validated = log[["validation_ideal", "validation_noisy"]].dropna()
     assert log["validation"].dropna().tolist() == pytest.approx(validated.mean(axis=1).tolist())
     # before the first validation after training starts, the one before training
-    inputs = [before.held_out_losses] * 2
+    start = log[["start_validation_ideal", "start_validation_noisy"]].iloc[0]
+    assert tuple(start) == pytest.approx(before.held_out_losses)
+    inputs = [tuple(start)] * 2
     for step in validated.index[:-1]:
         inputs += [tuple(validated.loc[step])] * 2
     logged = log[["held_out_ideal", "held_out_noisy"]].to_numpy().ravel().tolist()

@@ -251,6 +251,7 @@ class AutoSchedule:
         self.held_out_losses = (0.0, 0.0)  # the last validation's ideal and noisy losses
         self.validate_at: list[int] = []
         self.marks: list[int] = [0]
+        self.start: dict[str, float] = {}  # the validation before training, as logged
         if config.auto_lr or self.held_out:
             self.validate_at = validation_steps(len(batches), quarter)
             if config.auto_lr:
@@ -259,7 +260,8 @@ class AutoSchedule:
             self.values: list[float] = []
             self.best_value = math.inf
             self.best_weights: dict[str, torch.Tensor] = {}  # kept only with restore_best
-            self._validate()
+            # logged with the first step: the first window's first value
+            self.start = {f"start_{key}": value for key, value in self._validate().items()}
 
     def weights(self, n_correct: int, n: int, ideal: float, noisy: float) -> tuple[float, float]:
         """This step's ``(lam, kl)`` from the ideal pass's ``n_correct`` of ``n`` and the
@@ -285,6 +287,8 @@ class AutoSchedule:
         """What the rule chose and read at this step, for the training log."""
         self.step += 1
         record = {**self.record, "lr": self.optimiser.param_groups[0]["lr"]}
+        if self.step == 1:
+            record.update(self.start)
         if self.config.average_tail and self.step > self.average_after:
             self._accumulate()
             record["averaged"] = self.averaged

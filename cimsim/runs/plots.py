@@ -126,11 +126,11 @@ def save_figure(figure: Figure, stem: Path) -> list[Path]:
 
 def plot_training(log: pd.DataFrame, *, ax: Axes | None = None, title: str | None = None) -> Figure:
     """Loss per training step: the total, and the ideal / noisy / KL parts where the method has
-    them, with the validation loss where it was measured. A log with an automatic rule's choices
-    (auto-halora: ``lam``, ``kl_weight``, ``lr``) gets a second panel below, unless ``ax`` is
-    given: the weights and what they follow (the ideal-pass accuracy, the noise's share of the
-    noisy loss, the two gradients' cosine where the noisy one is projected), and the learning
-    rate."""
+    them, with the validation loss where it was measured (the one before training at step -1).
+    A log with an automatic rule's choices (auto-halora: ``lam``, ``kl_weight``, ``lr``) gets a
+    second panel below, unless ``ax`` is given: the weights and what they follow (the ideal-pass
+    accuracy, the noise's share of the noisy loss, the two gradients' cosine where the noisy one
+    is projected), and the learning rate."""
     rule = "lam" in log and ax is None
     if ax is None:
         figure = Figure(figsize=(6.4, 6.4 if rule else 4.0), layout="constrained")
@@ -149,7 +149,10 @@ def plot_training(log: pd.DataFrame, *, ax: Axes | None = None, title: str | Non
             ax.plot(log["step"], log[column], label=label, linewidth=1)
     if "validation" in log and log["validation"].notna().any():
         seen = log[log["validation"].notna()]
-        ax.plot(seen["step"], seen["validation"], "k.", label="validation (ideal + noisy) / 2")
+        steps, values = seen["step"].tolist(), seen["validation"].tolist()
+        if "start_validation" in log:  # the one before training, drawn before step 0
+            steps, values = [-1, *steps], [log["start_validation"].iloc[0], *values]
+        ax.plot(steps, values, "k.", label="validation (ideal + noisy) / 2")
     ax.set_ylabel("loss (cross-entropy; the total adds the regulariser)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
