@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from cimsim.adapters.auto import (
+    MIN_WINDOW,
     AutoSchedule,
     TrainingWindow,
     autolora_weights,
@@ -61,11 +62,14 @@ def test_the_learning_rate_checkpoints_are_autoloras_scaled() -> None:
     assert validation_steps(76, spacing=10) == [round(76 * k / 7) for k in range(8)]
     assert validation_steps(3, spacing=10) == [0, 3]
     # AutoLoRa's epochs 0, 16, 24, 28, 36, 40, 42, ..., 50 of 50 on 25 validations are
-    # 0, 8, 12, 14, 18, 20, 21, ..., 25; a window holds at least 4, none follows the last step
-    assert checkpoints(25) == [0, 8, 12, 18, 22]
-    assert checkpoints(50) == [0, 16, 24, 28, 36, 40, 44, 48]
-    assert checkpoints(8) == [0, 4]  # a two-epoch run validated every quarter epoch
-    assert checkpoints(3) == [0]  # too short to judge: the rate stays
+    # 0, 8, 12, 14, 18, 20, 21, ..., 25; a window holds at least 8 (AutoLoRa's two epochs at
+    # four validations an epoch), none follows the last step
+    assert checkpoints(25) == [0, 8, 18]
+    assert checkpoints(50) == [0, 16, 24, 36, 44]
+    assert checkpoints(12) == [0, 9]  # three epochs validated every quarter epoch
+    assert checkpoints(8) == [0]  # two epochs: too short to judge, the rate stays
+    assert checkpoints(25, min_window=4) == [0, 8, 12, 18, 22]
+    assert checkpoints(8, min_window=4) == [0, 4]  # a floor of four judges two epochs once
     assert checkpoints(8, min_window=1) == [0, 3, 4, 6, 7]  # AutoLoRa's, scaled, and no floor
     assert halve([True, True, True, False]) is False  # 3 of 4 improved: at rho 0.75
     assert halve([True, False, True, False]) is True
@@ -151,6 +155,35 @@ def test_the_rate_halves_only_at_checkpoints_and_training_ends_where_the_rule_sa
     again = AutoSchedule(config, batches, scorer, loaded.model, card, _optimiser(scorer))
     # the last validation follows the last step: without restores training ends there
     assert again.values[0] == pytest.approx(min(values) if config.restore_best else values[-1])
+
+
+def test_the_default_floor_judges_no_two_epoch_run_and_judges_a_longer_one(
+    tiny_bert_dir: Path, topic_task_file: Path
+) -> None:
+    # two epochs of 6 steps: 6 validations, no window of eight, so the run is the rule-off run
+    # weight for weight (the validations change no step)
+    assert CONFIG.min_window == MIN_WINDOW == 8
+    runs = []
+    for config in (CONFIG, replace(CONFIG, auto_lr=False)):
+        log, _, loaded, *_ = _train(config, tiny_bert_dir, topic_task_file)
+        state = {k: v for k, v in loaded.model.state_dict().items() if "lora_" in k}
+        runs.append((log, state))
+    (validated, state), (kept, kept_state) = runs
+    assert [s["lr"] for s in validated] == [CONFIG.lr] * 12 and "validation" in validated[-1]
+    assert [s["loss"] for s in validated] == [s["loss"] for s in kept]
+    assert all(torch.equal(value, kept_state[key]) for key, value in state.items())
+    # four epochs: 12 validations, judged once, at the ninth (AutoLoRa's epoch 36 of 50), on
+    # the nine values since the start; validation k follows step 2k
+    longer = replace(CONFIG, epochs=4)
+    log, *_ = _train(longer, tiny_bert_dir, topic_task_file)
+    frame = pd.DataFrame(log)
+    assert checkpoints(12) == [0, 9]
+    values = [frame["start_validation"].iloc[0], *frame["validation"].dropna().tolist()]
+    assert len(values) == 13
+    improved = [values[k] < values[k - 1] for k in range(1, 10)]
+    halved = frame.index[frame.get("halved", pd.Series(0.0, index=frame.index)) == 1.0].tolist()
+    assert halved == ([17] if halve(improved) else [])
+    assert frame["lr"].iloc[-1] == CONFIG.lr / (2 if halve(improved) else 1)
 
 
 @pytest.mark.parametrize("auto_lr", [False, True], ids=["rate-kept", "validated"])

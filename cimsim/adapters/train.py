@@ -105,7 +105,8 @@ class TrainConfig:
     stalls (off: lr throughout, no validation)."""
     min_window: int = _objective(MIN_WINDOW)
     """auto-halora with auto_lr: the fewest validations a checkpoint's window holds (AutoLoRa's
-    checkpoints closer than that to the one before are dropped; 1 keeps them all)."""
+    checkpoints closer than that to the one before are dropped): 8, AutoLoRa's two epochs, judges
+    no run of two epochs or fewer; 1 keeps every checkpoint."""
     restore_best: bool = _objective(False)
     """auto-halora with auto_lr: restore the best weights the validation saw at every halving
     and at the end (AutoLoRa's rule)."""
