@@ -103,6 +103,14 @@ def _train(config: TrainConfig, model_dir: Path, task_file: Path, method: str = 
     return log, scorer, loaded, batches, card, first
 
 
+def _decisions(frame: pd.DataFrame) -> tuple[list[float], pd.Index]:
+    """From a training log alone: every validation value, the one before training first, and
+    the steps after which the rate halved."""
+    values = [frame["start_validation"].iloc[0], *frame["validation"].dropna().tolist()]
+    halved = frame.index[frame.get("halved", pd.Series(0.0, index=frame.index)) == 1.0]
+    return values, halved
+
+
 def _optimiser(scorer) -> torch.optim.Optimizer:
     return torch.optim.AdamW([p for p in scorer.parameters() if p.requires_grad])
 
@@ -139,13 +147,12 @@ def test_the_rate_halves_only_at_checkpoints_and_training_ends_where_the_rule_sa
     frame = pd.DataFrame(log)
     # validation k follows step 2k; marks [0, 4], or [0, 2, 3, 4, 5] without the floor
     marks = checkpoints(6, config.min_window)
-    halved = frame.index[frame.get("halved", pd.Series(0.0, index=frame.index)) == 1.0]
+    values, halved = _decisions(frame)
     assert len(halved) > 0
     assert set((halved + 1) // 2) <= set(marks[1:]) and ((halved + 1) % 2 == 0).all()
     # the log alone replays every decision: the validation before training is on its first row
     assert frame["start_validation"].iloc[0] == pytest.approx(first)
     assert frame["start_validation"].iloc[1:].isna().all()
-    values = [frame["start_validation"].iloc[0], *frame["validation"].dropna().tolist()]
     for mark, previous in zip(marks[1:], marks, strict=False):
         improved = [values[k] < values[k - 1] for k in range(previous + 1, mark + 1)]
         assert (2 * mark - 1 in halved) == halve(improved)
@@ -178,11 +185,10 @@ def test_the_default_floor_judges_no_two_epoch_run_and_judges_a_longer_one(
     log, *_ = _train(longer, tiny_bert_dir, topic_task_file)
     frame = pd.DataFrame(log)
     assert checkpoints(12) == [0, 9]
-    values = [frame["start_validation"].iloc[0], *frame["validation"].dropna().tolist()]
+    values, halved = _decisions(frame)
     assert len(values) == 13
     improved = [values[k] < values[k - 1] for k in range(1, 10)]
-    halved = frame.index[frame.get("halved", pd.Series(0.0, index=frame.index)) == 1.0].tolist()
-    assert halved == ([17] if halve(improved) else [])
+    assert halved.tolist() == ([17] if halve(improved) else [])
     assert frame["lr"].iloc[-1] == CONFIG.lr / (2 if halve(improved) else 1)
 
 
